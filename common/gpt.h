@@ -90,6 +90,7 @@ typedef struct gpt {
     int *targets;       // (B, T) targets of the last forward (-1 = none)
     float *logp;        // (B, T) log p(target) of the last forward (0 where target < 0)
     float *dlogp;       // (B, T) gradient on logp, filled by the caller before gpt_backward
+    float *mask;        // (B, T) scratch for gpt_mle_loss's effective mask
     int B, T;           // shape of the last forward
     float *arena;       // the one allocation everything above points into
     size_t arena_floats; // its size
@@ -104,8 +105,10 @@ void gpt_destroy(gpt_t **self_p);
 void gpt_forward(gpt_t *m, const int *tokens, const int *targets, int B, int T);
 // Backward from m->dlogp through the last forward; accumulates into m->ps.g.
 void gpt_backward(gpt_t *m);
-// MLE loss of the last forward: mean of -logp over positions with mask (weight) != 0;
-// writes m->dlogp for it (overwrites). mask/weight (B,T) may be NULL. Returns the loss.
+// MLE loss of the last forward: -sum_i mask_i weight_i logp_i / max(sum_i mask_i, 1), where
+// mask_i is the given mask (1 if NULL) times [target_i >= 0]: positions without a target
+// never count. Writes m->dlogp for it (overwrites). mask/weight (B,T) may be NULL.
+// Returns the loss.
 float gpt_mle_loss(gpt_t *m, const float *mask, const float *weight);
 
 // FLOPs of one forward+backward over B*T tokens (matmuls and attention, 6N + attention).

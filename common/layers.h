@@ -54,6 +54,13 @@ void attention_forward(float *out, float *att, const float *qkv, int B, int T, i
 void attention_backward(float *dqkv, float *datt, const float *dout, const float *qkv,
                         const float *att, int B, int T, int C, int NH);
 
+// Attention of one new position per sequence against a key/value cache (sampling).
+// Row i of qkv(n, 3C) belongs to sequence seq[i] at position pos[i]: its k and v are first
+// stored in kcache/vcache (max_seqs, ctx, C) at [seq[i], pos[i]], then its q attends to
+// positions 0..pos[i] of that sequence. out(n, C). No backward: sampling only.
+void attention_decode_forward(float *out, float *kcache, float *vcache, const float *qkv,
+                              const int *seq, const int *pos, int n, int ctx, int C, int NH);
+
 // GELU, tanh approximation (GPT-2's): out(N) = 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3))).
 void gelu_forward(float *out, const float *in, size_t N);
 void gelu_backward(float *din, const float *dout, const float *in, size_t N);

@@ -36,9 +36,11 @@ typedef struct {
 } mlp_params_t;
 
 #define MLP_NUM_PARAM_TENSORS 12
+#define MLP_NUM_ACTS 12
 extern const char *const MLP_PARAM_NAMES[MLP_NUM_PARAM_TENSORS];
 
 typedef struct {
+    float *temb;    // (N, time_dim) time features
     float *in;      // (N, D + time_dim) input with time features
     float *h;       // (K+1, N, H) residual stream before each block, and after the last
     float *ln;      // (K, N, H)

@@ -3,7 +3,12 @@
 
 #include "testutil.h"
 
+#include <fcntl.h>
 #include <math.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -77,4 +82,72 @@ const char *tu_bin_path(const char *rel) {
     static int k = 0;
     k = (k + 1) % 4;
     return join("RLX_BIN", rel, buf[k], sizeof buf[k]);
+}
+
+pid_t tu_spawn(char *const argv[], const char *log_path) {
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("fork");
+        return -1;
+    }
+    if (pid == 0) {
+        if (log_path) {
+            int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+            if (fd >= 0) {
+                dup2(fd, 1);
+                dup2(fd, 2);
+                close(fd);
+            }
+        }
+        execv(argv[0], argv);
+        fprintf(stderr, "exec %s failed\n", argv[0]);
+        _exit(127);
+    }
+    return pid;
+}
+
+int tu_wait(pid_t pid, double timeout_s) {
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        int st;
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        if (r < 0)
+            return -1;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double el = (now.tv_sec - t0.tv_sec) + 1e-9 * (now.tv_nsec - t0.tv_nsec);
+        if (el > timeout_s) {
+            fprintf(stderr, "tu_wait: pid %d still running after %.0f s: killing it\n", (int)pid,
+                    timeout_s);
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            return -1;
+        }
+        usleep(20000);
+    }
+}
+
+int tu_run(char *const argv[], const char *log_path, double timeout_s) {
+    pid_t pid = tu_spawn(argv, log_path);
+    return pid < 0 ? -1 : tu_wait(pid, timeout_s);
+}
+
+char *tu_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc(n > 0 ? (size_t)n + 1 : 1);
+    size_t got = n > 0 ? fread(buf, 1, (size_t)n, f) : 0;
+    fclose(f);
+    buf[got] = 0;
+    if (len)
+        *len = got;
+    return buf;
 }

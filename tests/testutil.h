@@ -33,4 +33,16 @@ int tu_finish(const char *test_name);
 const char *tu_src_path(const char *rel);
 const char *tu_bin_path(const char *rel);
 
+// Child processes (real executables, as a user runs them). tu_spawn starts argv[0] with
+// stdout and stderr appended to log_path (NULL = inherit). tu_wait waits at most timeout_s:
+// returns the exit status (0..255), 128+signal if it died by a signal, or -1 if the deadline
+// passed (the child is then killed with SIGKILL and reaped).
+#include <sys/types.h>
+pid_t tu_spawn(char *const argv[], const char *log_path);
+int tu_wait(pid_t pid, double timeout_s);
+int tu_run(char *const argv[], const char *log_path, double timeout_s);
+
+// Reads a whole file into a NUL-terminated buffer (caller frees); NULL if unreadable.
+char *tu_read_file(const char *path, size_t *len);
+
 #endif
