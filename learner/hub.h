@@ -1,0 +1,99 @@
+// hub.h: the broker between actors, reward workers and the learner. It runs as a thread of
+// the learner's rank 0 with one ZeroMQ ROUTER socket that actors and reward workers (DEALER)
+// connect to, and talks to the learner's main thread only over an inproc socket (no shared
+// mutable state).
+//
+// What it does (protocol: proto/rlx.proto):
+//  - joins workers (Hello/Welcome), tracks them by heartbeat; a worker silent for
+//    liveness * heartbeat_ms is dead: its unscored requests are requeued to other reward
+//    workers (up to score_retries times, then the trajectories are dropped with reason
+//    "score_failed"); an actor's outstanding work items simply expire.
+//  - hands out WorkItems (prompts_per_item prompts from the train prompt file, each to be
+//    sampled samples_per_prompt times) to actors that ask, only while the learner's queue and
+//    the in-flight trajectories are below their limits (backpressure).
+//  - takes TrajectoryBatches: validates each trajectory (ids, lengths, token range, logprobs
+//    count, known work item), drops duplicates (same TrajectoryId, not counted as sampled),
+//    counts "sampled", decodes prompt/response text and sends ScoreRequests (score_batch items
+//    each) to reward workers that have credits; holds each trajectory until its score comes.
+//  - queues scored trajectories for the learner in complete groups (all surviving samples of
+//    a prompt), and serves them to hub_take.
+//  - serves weights: hub_publish_weights hands it a blob; it announces the version to actors
+//    (WeightAnnounce) and answers WeightRequests with WeightChunks.
+//  - optionally appends every scored trajectory to a trajectory log (trajlog.h).
+// Every trajectory the hub accepted is, at the end, delivered to the learner or dropped for a
+// counted reason; hub_drain settles the in-flight ones before shutdown.
+#ifndef RLX_HUB_H
+#define RLX_HUB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rlx.pb-c.h"
+
+typedef struct {
+    const char *bind;          // ZeroMQ endpoint to bind, e.g. "tcp://*:5555"
+    const char *run_id;        // run identifier stamped on every message
+    const char *train_prompts; // TSV file: prompt<TAB>target per line
+    const char *scorer;        // scorer name put in every ScoreItem ("exact")
+    int prompts_per_item;      // prompts per WorkItem
+    int samples_per_prompt;    // k: samples per prompt (a group)
+    float temperature;         // sampling parameters sent with work
+    int top_k;
+    int max_new_tokens;
+    int max_learner_queue;     // scored trajectories waiting for the learner: no new work above
+    int max_in_flight;         // trajectories handed out as work or unscored: no new work above
+    int heartbeat_ms;          // heartbeat interval (both directions)
+    int liveness;              // missed heartbeats before a peer is dead
+    int score_deadline_ms;     // a ScoreRequest unanswered this long is requeued
+    int score_retries;         // requeues before its trajectories are dropped
+    int work_deadline_ms;      // a WorkItem not returned this long expires
+    int score_batch;           // trajectories per ScoreRequest
+    uint64_t seed;             // prompt order and sampling seeds
+    const char *trajectory_log; // append scored trajectories here (NULL = off)
+} hub_config_t;
+
+// Defaults for everything but bind, run_id, train_prompts.
+hub_config_t hub_defaults(void);
+
+// Counters, all since start. sampled = delivered + dropped_* + in_flight at all times.
+typedef struct {
+    uint64_t sampled;         // valid, new trajectories received from actors
+    uint64_t delivered;       // handed to the learner by hub_take
+    uint64_t dropped_invalid; // refused: malformed, unknown work, bad lengths/tokens
+    uint64_t dropped_score;   // no score after score_retries, or the scorer reported an error
+    uint64_t dropped_shutdown; // still unscored or undelivered when hub_drain gave up
+    uint64_t duplicates;      // already-seen TrajectoryIds (not counted as sampled)
+    uint64_t in_flight;       // received, not yet delivered or dropped
+    uint64_t wire_errors;     // messages refused by the wire layer
+    uint32_t work_queue;      // work items out at actors
+    uint32_t score_queue;     // trajectories waiting for or in scoring
+    uint32_t learner_queue;   // scored trajectories waiting for hub_take
+    uint32_t actors;          // live actors
+    uint32_t reward_workers;  // live reward workers
+    uint64_t policy_version;  // newest published weights
+} hub_counters_t;
+
+typedef struct hub hub_t;
+
+// Binds and starts the hub thread. zmq_ctx is the process's ZeroMQ context. NULL with a
+// message on stderr if the endpoint cannot be bound or the prompt file cannot be read.
+hub_t *hub_start(const hub_config_t *c, void *zmq_ctx);
+
+// Learner side; call only from the thread that called hub_start.
+// Waits up to timeout_ms for scored trajectories; returns how many (up to max, whole groups
+// only, so possibly fewer) as *out, a TrajectoryBatch envelope the caller frees with
+// wire_free. 0 (and *out NULL) on timeout. -1 if the hub thread is gone.
+int hub_take(hub_t *h, int max, int timeout_ms, Rlx__Envelope **out);
+// New policy version: blob is the serialized weights (a params-only checkpoint), copied.
+int hub_publish_weights(hub_t *h, uint64_t version, const void *blob, size_t len);
+// The learner's progress, forwarded to observers as RunStatus.
+int hub_report(hub_t *h, const Rlx__RunStatus *st);
+// Counters snapshot. 0, or -1 if the hub did not answer within timeout_ms.
+int hub_counters(hub_t *h, hub_counters_t *out, int timeout_ms);
+// Stops handing out work, waits up to timeout_ms for in-flight scoring; what is still not
+// delivered after that is dropped as "shutdown". Returns the counters after draining.
+int hub_drain(hub_t *h, int timeout_ms, hub_counters_t *out);
+// Stops the thread (Bye to workers), joins it, frees everything; NULLs *self_p. Safe on NULL.
+void hub_stop(hub_t **self_p);
+
+#endif
