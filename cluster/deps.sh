@@ -2,7 +2,7 @@
 # deps.sh: installs the Debian packages rlx builds and runs with, if any is missing.
 # Usage: cluster/deps.sh [extra-package ...]   (as root, or with sudo available)
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config libopenblas-dev zlib1g-dev libzmq3-dev
+pkgs=(build-essential cmake pkg-config libopenblas-dev libopenblas-openmp-dev zlib1g-dev libzmq3-dev
       libprotobuf-c-dev protobuf-c-compiler libopenmpi-dev openmpi-bin libjson-c-dev libinih-dev
       python3 python3-zmq python3-protobuf protobuf-compiler "$@")
 missing=()

@@ -45,7 +45,7 @@ sampler_t *sampler_new(const gpt_t *m, int max_batch) {
     s->m = m;
     s->max_batch = max_batch;
     size_t cache = L * n * T * C;
-    size_t total = 2 * cache + n * (C * 5 + 2 + 8 * C + V);
+    size_t total = 2 * cache + n * (15 * C + 2 + V);
     s->arena = layers_alloc(total);
     if (!s->arena)
         RLX_DIE("out of memory: sampler cache of %zu floats; lower max_batch", total);

@@ -13,7 +13,7 @@
 #include <string.h>
 
 int tu_failures = 0;
-static int tu_checks = 0;
+int tu_checks = 0;
 
 int tu_close(const char *what, const float *a, const float *ref, size_t n, float atol,
              float rtol) {

@@ -6,10 +6,12 @@
 #include <stddef.h>
 
 extern int tu_failures;
+extern int tu_checks;
 
 // Record a failure (with file:line) unless cond holds.
 #define TU_CHECK(cond, ...)                                                                        \
     do {                                                                                           \
+        tu_checks++;                                                                               \
         if (!(cond)) {                                                                             \
             tu_failures++;                                                                         \
             fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \

@@ -1,0 +1,47 @@
+// learner.h: the RL learner, one MPI job. Every rank holds the same gpt; rank 0 also runs the
+// hub (hub.h), takes batches of scored trajectories from it (or from a trajectory log with
+// --replay), computes leave-one-out advantages, drops samples older than max_lag policy
+// versions, and broadcasts the batch. Each rank computes the policy-gradient loss (rl.h) on
+// its shard, the gradients are summed with one in-place MPI_Allreduce on the contiguous
+// gradient buffer, and every rank steps AdamW identically. Rank 0 publishes new weights to
+// the actors every publish_every steps, evaluates on held-out prompts, writes metrics (JSON
+// lines) and checkpoints (every ckpt_every steps and on SIGINT/SIGTERM).
+#ifndef RLX_LEARNER_H
+#define RLX_LEARNER_H
+
+#include <stdint.h>
+
+#include "adamw.h"
+#include "hub.h"
+#include "rl.h"
+
+typedef struct {
+    const char *init;          // pretrained gpt checkpoint (required unless resuming)
+    const char *out;           // run directory: learner.ckpt, metrics.jsonl by default
+    const char *metrics;       // metrics JSON-lines path (default OUT/metrics.jsonl)
+    const char *replay;        // train from this trajectory log instead of live actors
+    int resume;                // continue from OUT/learner.ckpt if it exists
+    hub_config_t hub;          // the hub (bind, prompts, sampling, limits)
+    const char *eval_prompts;  // held-out prompts (TSV prompt<TAB>target); NULL = no eval
+    const char *eval_scorer;   // built-in scorer for evaluation ("exact")
+    int eval_n;                // held-out prompts per evaluation
+    int eval_every;            // evaluate every this many steps (and at start and end)
+    int batch;                 // trajectories per step (global, over all ranks)
+    int max_lag;               // drop samples more than this many versions old (-1 = never)
+    rl_config_t rl;            // objective
+    adamw_config_t opt;        // optimizer
+    int64_t steps;             // stop after this many steps
+    int64_t max_samples;       // ... or after consuming this many trajectories (0 = no limit)
+    int publish_every;         // new weights to actors every this many steps
+    int ckpt_every;            // checkpoint every this many steps (0 = only at the end)
+    int threads;               // compute threads per rank
+    uint64_t seed;             // evaluation sampling seed
+    double take_timeout_s;     // give up waiting for trajectories after this long with none
+} learner_config_t;
+
+learner_config_t learner_defaults(void);
+
+// Runs the learner on this rank (after MPI_Init). Returns the process exit code.
+int learner_run(const learner_config_t *c);
+
+#endif
