@@ -20,7 +20,8 @@ const char *layers_backend(void);
 void layers_set_threads(int n);
 int layers_threads(void);
 
-// Buffers of the back end (device memory on a GPU), zero-filled, 64-byte aligned.
+// Buffers of the back end (device memory on a GPU), zero-filled, 64-byte aligned; NULL when
+// out of memory.
 float *layers_alloc(size_t n);
 void layers_free(float *p);
 void layers_zero(float *p, size_t n);

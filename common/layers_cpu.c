@@ -406,6 +406,53 @@ void attention_backward(float *dqkv, float *datt, const float *dout, const float
 #define GELU_K 0.7978845608028654f // sqrt(2/pi)
 #define GELU_A 0.044715f
 
+// Decoding: one new position per row against the cache. Work per row is tiny (pos x C), so
+// rows are spread over threads only when there are enough of them.
+void attention_decode_forward(float *out, float *kcache, float *vcache, const float *qkv,
+                              const int *seq, const int *pos, int n, int ctx, int C, int NH) {
+    assert(C % NH == 0);
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    int par = n > 1 && (size_t)n * ctx * C > PAR_MIN;
+#pragma omp parallel for num_threads(layers_threads()) schedule(static) if (par)
+    for (int i = 0; i < n; i++) {
+        const float *q = qkv + (size_t)i * 3 * C;
+        size_t base = (size_t)seq[i] * ctx * C;
+        memcpy(kcache + base + (size_t)pos[i] * C, q + C, (size_t)C * sizeof(float));
+        memcpy(vcache + base + (size_t)pos[i] * C, q + 2 * C, (size_t)C * sizeof(float));
+        int P = pos[i] + 1;
+        float att[P];
+        for (int h = 0; h < NH; h++) {
+            const float *qh = q + h * hs;
+            float mx = -INFINITY;
+            for (int p = 0; p < P; p++) {
+                const float *k = kcache + base + (size_t)p * C + h * hs;
+                float d = 0.0f;
+#pragma omp simd reduction(+ : d)
+                for (int j = 0; j < hs; j++)
+                    d += qh[j] * k[j];
+                att[p] = d * scale;
+                mx = att[p] > mx ? att[p] : mx;
+            }
+            float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+            for (int p = 0; p < P; p++) {
+                att[p] = vexp(att[p] - mx);
+                sum += att[p];
+            }
+            float inv = 1.0f / sum, *o = out + (size_t)i * C + h * hs;
+            memset(o, 0, (size_t)hs * sizeof(float));
+            for (int p = 0; p < P; p++) {
+                const float *v = vcache + base + (size_t)p * C + h * hs;
+                float a = att[p] * inv;
+#pragma omp simd
+                for (int j = 0; j < hs; j++)
+                    o[j] += a * v[j];
+            }
+        }
+    }
+}
+
 void gelu_forward(float *out, const float *in, size_t N) {
     long n = (long)N;
 #pragma omp parallel for simd num_threads(layers_threads())                                        \

@@ -1,0 +1,154 @@
+// learner_main.c: rlx-learner, the MPI RL learner (run under mpirun). Parses options and
+// calls learner_run (learner/learner.c); rank 0 also hosts the hub.
+#include <getopt.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "learner.h"
+
+static void usage(FILE *f) {
+    learner_config_t d = learner_defaults();
+    fprintf(f,
+        "usage: mpirun -np K rlx-learner --init CKPT --out DIR --train-prompts TSV [options]\n"
+        "Trains a gpt by reward: actors (rlx-actor) and reward workers (rlx-reward) connect to\n"
+        "the hub that rank 0 binds.\n\n"
+        "run:       --init CKPT --out DIR --resume --metrics PATH --replay TRAJLOG\n"
+        "           --steps N (%lld) --max-samples N (0: none) --threads N (%d) --seed N\n"
+        "hub:       --bind EP (%s) --run-id ID --train-prompts TSV --scorer NAME (%s)\n"
+        "           --prompts-per-item N (%d) --k N samples per prompt (%d)\n"
+        "           --temperature X (%g) --top-k N (%d) --max-new N (%d)\n"
+        "           --max-learner-queue N (%d) --max-in-flight N (%d) --heartbeat-ms N (%d)\n"
+        "           --score-deadline-ms N (%d) --score-retries N (%d) --work-deadline-ms N (%d)\n"
+        "           --score-batch N (%d) --trajectory-log PATH --take-timeout S (%g)\n"
+        "objective: --batch N trajectories per step (%d) --clip-eps X (%g) --kl-coef X (%g)\n"
+        "           --normalize (per-prompt reward normalisation) --max-lag N (%d)\n"
+        "optimizer: --lr X (%g) --warmup N (%d) --beta2 X (%g) --wd X (%g) --clip X (%g)\n"
+        "eval:      --eval-prompts TSV --eval-scorer NAME (%s) --eval-n N (%d) --eval-every N (%d)\n"
+        "output:    --publish-every N (%d) --ckpt-every N (%d)\n",
+        (long long)d.steps, d.threads, d.hub.bind ? d.hub.bind : "tcp://*:5555",
+        d.hub.scorer, d.hub.prompts_per_item, d.hub.samples_per_prompt, d.hub.temperature,
+        d.hub.top_k, d.hub.max_new_tokens, d.hub.max_learner_queue, d.hub.max_in_flight,
+        d.hub.heartbeat_ms, d.hub.score_deadline_ms, d.hub.score_retries, d.hub.work_deadline_ms,
+        d.hub.score_batch, d.take_timeout_s, d.batch, d.rl.clip_eps, d.rl.kl_coef, d.max_lag,
+        d.opt.lr, d.opt.warmup_steps, d.opt.beta2, d.opt.weight_decay, d.opt.grad_clip,
+        d.eval_scorer, d.eval_n, d.eval_every, d.publish_every, d.ckpt_every);
+}
+
+static double num(const char *opt, const char *s, int rank) {
+    char *end;
+    double v = strtod(s, &end);
+    if (!*s || *end) {
+        if (rank == 0)
+            fprintf(stderr, "rlx-learner: --%s expects a number, got '%s'\n", opt, s);
+        MPI_Finalize();
+        exit(2);
+    }
+    return v;
+}
+
+int main(int argc, char **argv) {
+    int provided = 0, rank = 0;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    learner_config_t c = learner_defaults();
+    if (!c.hub.bind)
+        c.hub.bind = "tcp://*:5555";
+    if (!c.hub.run_id)
+        c.hub.run_id = "rlx";
+    static const struct option opts[] = {
+        {"init", 1, 0, 'i'}, {"out", 1, 0, 'o'}, {"resume", 0, 0, 'R'}, {"metrics", 1, 0, 'm'},
+        {"replay", 1, 0, 'P'}, {"steps", 1, 0, 'S'}, {"max-samples", 1, 0, 'X'},
+        {"threads", 1, 0, 't'}, {"seed", 1, 0, 's'}, {"bind", 1, 0, 'b'}, {"run-id", 1, 0, 'r'},
+        {"train-prompts", 1, 0, 'p'}, {"scorer", 1, 0, 'c'}, {"prompts-per-item", 1, 0, 'n'},
+        {"k", 1, 0, 'k'}, {"temperature", 1, 0, 'T'}, {"top-k", 1, 0, 'K'},
+        {"max-new", 1, 0, 'N'}, {"max-learner-queue", 1, 0, 'Q'}, {"max-in-flight", 1, 0, 'F'},
+        {"heartbeat-ms", 1, 0, 'H'}, {"score-deadline-ms", 1, 0, 'D'},
+        {"score-retries", 1, 0, 'y'}, {"work-deadline-ms", 1, 0, 'W'},
+        {"score-batch", 1, 0, 'z'}, {"trajectory-log", 1, 0, 'L'}, {"take-timeout", 1, 0, 'O'},
+        {"batch", 1, 0, 'B'}, {"clip-eps", 1, 0, 'e'}, {"kl-coef", 1, 0, 'l'},
+        {"normalize", 0, 0, 'Z'}, {"max-lag", 1, 0, 'g'}, {"lr", 1, 0, 'a'},
+        {"warmup", 1, 0, 'w'}, {"beta2", 1, 0, '2'}, {"wd", 1, 0, 'd'}, {"clip", 1, 0, 'C'},
+        {"eval-prompts", 1, 0, 'E'}, {"eval-scorer", 1, 0, 'x'}, {"eval-n", 1, 0, 'v'},
+        {"eval-every", 1, 0, 'V'}, {"publish-every", 1, 0, 'u'}, {"ckpt-every", 1, 0, 'j'},
+        {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    int ch, idx = 0;
+    while ((ch = getopt_long(argc, argv, "", opts, &idx)) != -1) {
+        const char *nm = opts[idx].name;
+        switch (ch) {
+        case 'i': c.init = optarg; break;
+        case 'o': c.out = optarg; break;
+        case 'R': c.resume = 1; break;
+        case 'm': c.metrics = optarg; break;
+        case 'P': c.replay = optarg; break;
+        case 'S': c.steps = (long long)num(nm, optarg, rank); break;
+        case 'X': c.max_samples = (long long)num(nm, optarg, rank); break;
+        case 't': c.threads = (int)num(nm, optarg, rank); break;
+        case 's': c.seed = c.hub.seed = (unsigned long long)num(nm, optarg, rank); break;
+        case 'b': c.hub.bind = optarg; break;
+        case 'r': c.hub.run_id = optarg; break;
+        case 'p': c.hub.train_prompts = optarg; break;
+        case 'c': c.hub.scorer = optarg; break;
+        case 'n': c.hub.prompts_per_item = (int)num(nm, optarg, rank); break;
+        case 'k': c.hub.samples_per_prompt = (int)num(nm, optarg, rank); break;
+        case 'T': c.hub.temperature = (float)num(nm, optarg, rank); break;
+        case 'K': c.hub.top_k = (int)num(nm, optarg, rank); break;
+        case 'N': c.hub.max_new_tokens = (int)num(nm, optarg, rank); break;
+        case 'Q': c.hub.max_learner_queue = (int)num(nm, optarg, rank); break;
+        case 'F': c.hub.max_in_flight = (int)num(nm, optarg, rank); break;
+        case 'H': c.hub.heartbeat_ms = (int)num(nm, optarg, rank); break;
+        case 'D': c.hub.score_deadline_ms = (int)num(nm, optarg, rank); break;
+        case 'y': c.hub.score_retries = (int)num(nm, optarg, rank); break;
+        case 'W': c.hub.work_deadline_ms = (int)num(nm, optarg, rank); break;
+        case 'z': c.hub.score_batch = (int)num(nm, optarg, rank); break;
+        case 'L': c.hub.trajectory_log = optarg; break;
+        case 'O': c.take_timeout_s = num(nm, optarg, rank); break;
+        case 'B': c.batch = (int)num(nm, optarg, rank); break;
+        case 'e': c.rl.clip_eps = (float)num(nm, optarg, rank); break;
+        case 'l': c.rl.kl_coef = (float)num(nm, optarg, rank); break;
+        case 'Z': c.rl.normalize = 1; break;
+        case 'g': c.max_lag = (int)num(nm, optarg, rank); break;
+        case 'a': c.opt.lr = (float)num(nm, optarg, rank); break;
+        case 'w': c.opt.warmup_steps = (int)num(nm, optarg, rank); break;
+        case '2': c.opt.beta2 = (float)num(nm, optarg, rank); break;
+        case 'd': c.opt.weight_decay = (float)num(nm, optarg, rank); break;
+        case 'C': c.opt.grad_clip = (float)num(nm, optarg, rank); break;
+        case 'E': c.eval_prompts = optarg; break;
+        case 'x': c.eval_scorer = optarg; break;
+        case 'v': c.eval_n = (int)num(nm, optarg, rank); break;
+        case 'V': c.eval_every = (int)num(nm, optarg, rank); break;
+        case 'u': c.publish_every = (int)num(nm, optarg, rank); break;
+        case 'j': c.ckpt_every = (int)num(nm, optarg, rank); break;
+        case 'h':
+            if (rank == 0)
+                usage(stdout);
+            MPI_Finalize();
+            return 0;
+        default:
+            if (rank == 0)
+                usage(stderr);
+            MPI_Finalize();
+            return 2;
+        }
+    }
+    const char *bad = NULL;
+    if (!c.out)
+        bad = "--out DIR is required";
+    else if (!c.replay && !c.hub.train_prompts)
+        bad = "--train-prompts TSV is required (or --replay TRAJLOG)";
+    else if (c.batch < 1 || c.steps < 1 || c.threads < 1 || c.hub.samples_per_prompt < 1)
+        bad = "--batch, --steps, --threads and --k must be >= 1";
+    if (bad || optind != argc) {
+        if (rank == 0) {
+            fprintf(stderr, "rlx-learner: %s\n", bad ? bad : "unexpected arguments");
+            usage(stderr);
+        }
+        MPI_Finalize();
+        return 2;
+    }
+    c.opt.decay_steps = 0; // constant learning rate after warm-up: RL runs have no fixed end
+    int rc = learner_run(&c);
+    MPI_Finalize();
+    return rc;
+}
