@@ -21,9 +21,9 @@
 enum { CKPT_KIND_GPT = 1, CKPT_KIND_MLP = 2 };
 
 typedef struct {
-    const char *name;  // at most CKPT_NAME_LEN-1 characters
-    const void *data;  // section bytes
-    uint64_t nbytes;   // size of data
+    const char *name; // at most CKPT_NAME_LEN-1 characters
+    const void *data; // section bytes
+    uint64_t nbytes;  // size of data
 } ckpt_section_t;
 
 // Returns 0 on success, -1 with a message in err on failure (the old file, if any, is kept).
@@ -35,9 +35,14 @@ typedef struct ckpt ckpt_t;
 // Reads and verifies a whole checkpoint; NULL with a message in err if it is unreadable,
 // truncated, corrupted, of another version or not a checkpoint.
 ckpt_t *ckpt_read(const char *path, char *err, size_t errlen);
+// Same verification as ckpt_read, on a checkpoint file's bytes held in memory (e.g. weights
+// received over the wire). The bytes are copied; the caller keeps buf. NULL with a message in
+// err if they are not a valid checkpoint.
+ckpt_t *ckpt_parse(const void *buf, size_t len, char *err, size_t errlen);
 uint32_t ckpt_kind(const ckpt_t *c);
 const int32_t *ckpt_config(const ckpt_t *c); // CKPT_CONFIG_LEN entries
-// The named section's bytes (valid until ckpt_destroy), or NULL if absent.
+// The named section's bytes (valid until ckpt_destroy; 64-byte aligned, so a section may be
+// read as any struct), or NULL if absent.
 const void *ckpt_section(const ckpt_t *c, const char *name, uint64_t *nbytes);
 void ckpt_destroy(ckpt_t **self_p);
 

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ckpt.h"
+
 typedef struct {
     size_t n;     // number of parameters
     float *w;     // (n) parameters
@@ -20,16 +22,14 @@ typedef struct {
 // Zero the gradients (start of a step).
 void paramset_zero_grad(paramset_t *p);
 
-
-
-#include "ckpt.h"
-
-// Save parameters, AdamW moments and step (and an opaque `extra` blob, e.g. trainer state;
-// may be NULL) as a checkpoint of the given kind/config. 0 on success, -1 with err.
+// Save parameters, AdamW moments and step (the moments only when p->m and p->v are set) (and an
+// opaque `extra` blob, e.g. trainer state; may be NULL) as a checkpoint of the given kind/config. 0
+// on success, -1 with err.
 int paramset_save(const paramset_t *p, const char *path, uint32_t kind,
                   const int32_t config[CKPT_CONFIG_LEN], const void *extra, size_t extra_len,
                   char *err, size_t errlen);
-// Copy a verified checkpoint's parameters (and, if present, optimizer state) into p.
+// Copy a verified checkpoint's parameters (and, if present, optimizer state) into p; a
+// checkpoint without complete optimizer state loads as a fresh optimizer (zero moments, step 0).
 // Fails (-1, err) if the parameter count differs; nothing is copied then.
 int paramset_load(paramset_t *p, const ckpt_t *c, char *err, size_t errlen);
 #endif
