@@ -40,37 +40,41 @@ typedef struct {
     float temperature;         // sampling parameters sent with work
     int top_k;
     int max_new_tokens;
-    int max_learner_queue;     // scored trajectories waiting for the learner: no new work above
-    int max_in_flight;         // trajectories handed out as work or unscored: no new work above
-    int heartbeat_ms;          // heartbeat interval (both directions)
-    int liveness;              // missed heartbeats before a peer is dead
-    int score_deadline_ms;     // a ScoreRequest unanswered this long is requeued
-    int score_retries;         // requeues before its trajectories are dropped
-    int work_deadline_ms;      // a WorkItem not returned this long expires
-    int score_batch;           // trajectories per ScoreRequest
-    uint64_t seed;             // prompt order and sampling seeds
+    int max_learner_queue;      // scored trajectories waiting for the learner: no new work above
+    int max_in_flight;          // trajectories handed out as work or unscored: no new work above
+    int heartbeat_ms;           // heartbeat interval (both directions)
+    int liveness;               // missed heartbeats before a peer is dead
+    int score_deadline_ms;      // a ScoreRequest unanswered this long is requeued
+    int score_retries;          // requeues before its trajectories are dropped
+    int work_deadline_ms;       // a WorkItem not returned this long expires
+    int score_batch;            // trajectories per ScoreRequest
+    uint64_t seed;              // prompt order and sampling seeds
     const char *trajectory_log; // append scored trajectories here (NULL = off)
 } hub_config_t;
 
 // Defaults for everything but bind, run_id, train_prompts.
 hub_config_t hub_defaults(void);
 
-// Counters, all since start. sampled = delivered + dropped_* + in_flight at all times.
+// Counters, all since start. sampled = delivered + dropped_invalid + dropped_score +
+// dropped_shutdown + in_flight at all times.
 typedef struct {
-    uint64_t sampled;         // valid, new trajectories received from actors
+    uint64_t sampled;         // new (not duplicate) trajectories received from actors, valid or not
     uint64_t delivered;       // handed to the learner by hub_take
     uint64_t dropped_invalid; // refused: malformed, unknown work, bad lengths/tokens
     uint64_t dropped_score;   // no score after score_retries, or the scorer reported an error
     uint64_t dropped_shutdown; // still unscored or undelivered when hub_drain gave up
-    uint64_t duplicates;      // already-seen TrajectoryIds (not counted as sampled)
-    uint64_t in_flight;       // received, not yet delivered or dropped
-    uint64_t wire_errors;     // messages refused by the wire layer
-    uint32_t work_queue;      // work items out at actors
-    uint32_t score_queue;     // trajectories waiting for or in scoring
-    uint32_t learner_queue;   // scored trajectories waiting for hub_take
-    uint32_t actors;          // live actors
-    uint32_t reward_workers;  // live reward workers
-    uint64_t policy_version;  // newest published weights
+    uint64_t duplicates;       // already-seen TrajectoryIds (not counted as sampled)
+    uint64_t in_flight;        // received, not yet delivered or dropped
+    uint64_t wire_errors;      // messages refused by the wire layer
+    uint32_t work_queue;       // work items out at actors
+    uint32_t score_queue;      // trajectories waiting for or in scoring
+    uint32_t learner_queue;    // scored trajectories waiting for hub_take
+    uint32_t actors;           // live actors
+    uint32_t reward_workers;   // live reward workers
+    uint64_t policy_version;   // newest published weights
+    uint64_t late_replies;     // ScoreReplies to requests no longer waited for (dropped)
+    uint64_t expired_work;     // work items whose deadline passed (not trajectories)
+    uint64_t score_requeues;   // trajectories sent again to a reward worker
 } hub_counters_t;
 
 typedef struct hub hub_t;
@@ -79,19 +83,27 @@ typedef struct hub hub_t;
 // message on stderr if the endpoint cannot be bound or the prompt file cannot be read.
 hub_t *hub_start(const hub_config_t *c, void *zmq_ctx);
 
-// Learner side; call only from the thread that called hub_start.
+// Learner side; call only from the thread that called hub_start. Every call waits for the
+// hub thread with a deadline (its timeout, plus a few seconds' grace where it has none).
 // Waits up to timeout_ms for scored trajectories; returns how many (up to max, whole groups
-// only, so possibly fewer) as *out, a TrajectoryBatch envelope the caller frees with
-// wire_free. 0 (and *out NULL) on timeout. -1 if the hub thread is gone.
+// only, so possibly fewer; a single group larger than max comes whole) as *out, a
+// TrajectoryBatch envelope the caller frees with wire_free. Every trajectory has scored = true
+// and its reward set; the samples of a group (same work_id and prompt_id) are adjacent.
+// 0 (and *out NULL) on timeout. -1 if the hub thread is gone or did not answer in time.
 int hub_take(hub_t *h, int max, int timeout_ms, Rlx__Envelope **out);
 // New policy version: blob is the serialized weights (a params-only checkpoint), copied.
+// version must be greater than the last published one (proto: 1, 2, ...). The hub keeps this
+// and the previous version for actors that are fetching; older ones are answered UNAVAILABLE.
+// 0, or -1 (not newer, empty blob, or no answer).
 int hub_publish_weights(hub_t *h, uint64_t version, const void *blob, size_t len);
 // The learner's progress, forwarded to observers as RunStatus.
 int hub_report(hub_t *h, const Rlx__RunStatus *st);
 // Counters snapshot. 0, or -1 if the hub did not answer within timeout_ms.
 int hub_counters(hub_t *h, hub_counters_t *out, int timeout_ms);
 // Stops handing out work, waits up to timeout_ms for in-flight scoring; what is still not
-// delivered after that is dropped as "shutdown". Returns the counters after draining.
+// delivered after that (the learner queue included: hub_take what you want first) is dropped
+// as "shutdown", and so is any trajectory arriving later. Fills *out (may be NULL) with the
+// counters after draining (in_flight 0). 0, or -1 if the hub did not answer.
 int hub_drain(hub_t *h, int timeout_ms, hub_counters_t *out);
 // Stops the thread (Bye to workers), joins it, frees everything; NULLs *self_p. Safe on NULL.
 void hub_stop(hub_t **self_p);

@@ -152,7 +152,7 @@ static void add_envelope(batch_t *b, const Rlx__Envelope *env, int ctx, int64_t 
             cnt->dropped_invalid++;
             continue;
         }
-        int64_t lag = step - (int64_t)t->policy_version;
+        int64_t lag = step + 1 - (int64_t)t->policy_version; // weights after `step` = step+1
         if (max_lag >= 0 && lag > max_lag) {
             cnt->dropped_stale++;
             continue;
@@ -491,7 +491,8 @@ int learner_run(const learner_config_t *c) {
         if (ok && hub) {
             size_t len = 0;
             void *blob = weights_blob(m, c->out, &len);
-            ok = blob && hub_publish_weights(hub, (uint64_t)cnt.step, blob, len) == 0;
+            // Policy version v = the weights after v-1 optimizer steps (0 means "none").
+            ok = blob && hub_publish_weights(hub, (uint64_t)cnt.step + 1, blob, len) == 0;
             free(blob);
         }
         printf("rlx-learner: %d rank(s), model L=%d C=%d NH=%d T=%d (%zu parameters), batch %d, "
@@ -595,7 +596,7 @@ int learner_run(const learner_config_t *c) {
         if (hub && c->publish_every > 0 && cnt.step % c->publish_every == 0) {
             size_t len = 0;
             void *blob = weights_blob(m, c->out, &len);
-            if (!blob || hub_publish_weights(hub, (uint64_t)cnt.step, blob, len) != 0)
+            if (!blob || hub_publish_weights(hub, (uint64_t)cnt.step + 1, blob, len) != 0)
                 fprintf(stderr, "rlx-learner: publishing weights of step %lld failed\n",
                         (long long)cnt.step);
             free(blob);
@@ -629,7 +630,7 @@ int learner_run(const learner_config_t *c) {
                 glob[2] / tok_n, glob[3] / tok_n, gnorm, lr,
                 (unsigned long long)(hub ? hc.sampled : (uint64_t)cnt.replay_read), hc.work_queue,
                 hc.score_queue, hc.learner_queue, hc.actors, hc.reward_workers,
-                (long long)cnt.step, el);
+                (long long)cnt.step + 1, el);
         fflush(metrics);
         printf("step %lld samples %lld reward %.3f%s lag %.2f/%d loss %.4f %.1f samples/s\n",
                (long long)cnt.step, (long long)cnt.consumed, b.n ? rsum / b.n : 0.0,
