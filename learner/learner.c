@@ -452,7 +452,8 @@ int learner_run(const learner_config_t *c) {
     tgt = rlx_xcalloc((size_t)cap * cfg.ctx_len, sizeof(int), "batch");
 
     if (rank == 0) {
-        w = wire_new("learner", 0, c->hub.run_id);
+        // Replayed logs may come from any run: no run id to check then.
+        w = wire_new("learner", 0, c->replay ? NULL : c->hub.run_id);
         mkdir(c->out, 0755);
         if (c->metrics)
             snprintf(path, sizeof path, "%s", c->metrics);

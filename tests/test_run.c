@@ -222,8 +222,16 @@ static void test_mpi(void) {
     if (a && b) {
         TU_CHECK(a->ps.step == 6 && b->ps.step == 6, "steps %lld / %lld, want 6",
                  (long long)a->ps.step, (long long)b->ps.step);
-        // Same data; only the summation order of the sharded gradient differs (fp32).
-        tu_close("params -np 2 vs -np 1", b->ps.w, a->ps.w, a->ps.n, 1e-5f, 1e-3f);
+        // Same data; only the summation order of the sharded gradient differs (fp32). Adam
+        // divides by sqrt(v): where a gradient is ~0, rounding noise becomes a step of up to
+        // lr, so single elements may differ by a fraction of lr (3e-3); the bulk must agree
+        // to rounding (mean difference).
+        tu_close("params -np 2 vs -np 1", b->ps.w, a->ps.w, a->ps.n, 1e-4f, 1e-3f);
+        double mean_diff = 0;
+        for (size_t i = 0; i < a->ps.n; i++)
+            mean_diff += fabs(a->ps.w[i] - b->ps.w[i]) / (double)a->ps.n;
+        printf("mean |np2 - np1| = %.3g\n", mean_diff);
+        TU_CHECK(mean_diff < 1e-6, "parameters differ on average by %g", mean_diff);
         gpt_t *init = gpt_load(P("init.ckpt"), 1, err, sizeof err);
         double moved = 0;
         for (size_t i = 0; init && i < a->ps.n; i++)
