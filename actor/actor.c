@@ -1,0 +1,958 @@
+// actor.c: the rlx actor's poll loop (see actor.h for what it does and expects of the hub).
+//
+// One thread, one DEALER socket, one loop: receive and handle whatever the hub sent (never
+// waiting more than a few tens of ms), run the timers (Hello retries, heartbeats, hub
+// liveness, weight-fetch window and timeouts, re-asking for work, the stats line), then
+// sample one slice of at most cfg.batch sequences of the current work item. Weights may
+// change between slices; every trajectory carries the version that sampled it.
+#include "actor.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <omp.h>
+#include <zlib.h>
+#include <zmq.h>
+
+#include "bytetok.h"
+#include "ckpt.h"
+#include "gpt.h"
+#include "sampler.h"
+#include "util.h"
+#include "wire.h"
+
+#define ACTOR_LOG_ONCE_SLOTS 32
+// Largest weight blob accepted (a checkpoint of a few hundred million parameters).
+#define ACTOR_MAX_BLOB ((uint64_t)4 << 30)
+// A blob that fails its whole-blob CRC is fetched again at most this many times.
+#define ACTOR_MAX_BLOB_RETRIES 3
+
+// One weight fetch in progress: the announce it answers and the chunks received so far.
+typedef struct {
+    int active;                      // a fetch is running
+    uint64_t version;                // version being fetched
+    uint64_t total;                  // blob size in bytes
+    uint32_t nchunks;                // chunks in the blob
+    uint32_t chunk_bytes;            // size of every chunk but the last
+    uint32_t crc;                    // CRC-32 of the whole blob
+    int32_t config[CKPT_CONFIG_LEN]; // announced model config (first nconfig entries)
+    int nconfig;                     // entries of config announced
+    int retries;                     // whole-blob restarts so far
+    uint8_t *buf;                    // (total) the blob being assembled
+    uint8_t *state;                  // (nchunks) 0 = to ask, 1 = asked, 2 = received
+    double *asked_at;                // (nchunks) when each chunk was last asked for
+    uint32_t have;                   // chunks received
+    int outstanding;                 // chunks asked for and not yet received
+} fetch_t;
+
+// The work item being sampled.
+typedef struct {
+    Rlx__Envelope *env;        // owns the item (from wire_recv)
+    const Rlx__WorkItem *item; // env->work_item
+    int n;                     // sequences: prompts * samples_per_prompt
+    int k;                     // samples per prompt
+    int next;                  // next sequence to sample
+    int max_new;               // tokens per response slot (clamped to the context)
+    sample_config_t sc;        // sampling parameters of the item
+    int *ptok;                 // prompt tokens of all prompts, concatenated
+    int *poff;                 // (prompts + 1) offsets into ptok
+    int *slice_tok;            // (batch * longest prompt) prompts of the slice being sampled
+    int *slice_off;            // (batch + 1)
+    int *out_tok;              // (n, max_new) sampled tokens
+    float *out_logp;           // (n, max_new) their log-probs
+    int *out_len;              // (n) response lengths
+    uint64_t *out_ver;         // (n) policy version that sampled each sequence
+} job_t;
+
+struct actor {
+    actor_config_t cfg;                    // configuration (strings copied below)
+    char *hub;                             // endpoint
+    char *name;                            // name for logs
+    void *ctx;                             // ZeroMQ context (not owned)
+    void *sock;                            // DEALER socket to the hub (NULL before the first Hello)
+    wire_t *wire;                          // wire endpoint state of sock
+    actor_stats_t st;                      // counters
+    unsigned logged[ACTOR_LOG_ONCE_SLOTS]; // log-once flags
+    // session
+    int joined;       // Welcome received on this socket
+    int hb_ms;        // heartbeat interval
+    int liveness;     // missed intervals before the hub is presumed gone
+    double last_recv; // time of the last message from the hub
+    double last_send; // time of the last message to the hub
+    double hello_due; // when to (re)send Hello while not joined
+    int backoff_ms;   // current Hello retry interval
+    double last_ask;  // time of the last WorkRequest
+    int hub_bye;      // the hub said Bye: leave
+    // weights
+    gpt_t *model;         // current policy (NULL before the first weights)
+    sampler_t *sampler;   // sampler over model
+    uint64_t unavailable; // version the hub said it no longer holds (do not fetch again)
+    fetch_t f;            // weight fetch in progress
+    // work
+    Rlx__Envelope **queue; // (qcap) FIFO of envelopes holding WorkItems not yet started
+    int qlen, qcap;        // entries used, capacity
+    job_t job;             // item being sampled (job.env NULL when none)
+    // stats line
+    double stats_due;    // next stats line
+    double stats_t0;     // start of the current stats period
+    uint64_t stats_tok0; // tokens at its start
+};
+
+// ---- small helpers ------------------------------------------------------------------------
+
+// Logs a message the first time slot `slot` is used (errors are logged once, counted always).
+static void log_once(actor_t *a, int slot, const char *fmt, ...) {
+    assert(slot >= 0 && slot < ACTOR_LOG_ONCE_SLOTS);
+    if (a->logged[slot]++)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "actor %s: ", a->name);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, " (logged once)\n");
+    va_end(ap);
+}
+
+static void logf_(actor_t *a, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "actor %s: ", a->name);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+}
+
+enum {
+    LOG_SEND,
+    LOG_RECV,
+    LOG_BAD_CHUNK,
+    LOG_STALE_CHUNK,
+    LOG_BAD_BLOB,
+    LOG_BAD_ANNOUNCE,
+    LOG_NO_WEIGHTS,
+    LOG_BAD_ITEM,
+    LOG_STOP_TOKENS,
+    LOG_UNEXPECTED,
+    LOG_HUB_ERROR,
+    LOG_SAMPLER,
+};
+
+static int send_env(actor_t *a, Rlx__Envelope *env) {
+    env->sender_id = a->st.worker_id;
+    wire_error_t why;
+    int rc = wire_send(a->wire, a->sock, NULL, env, &why);
+    if (rc == WIRE_OK)
+        a->last_send = rlx_now();
+    else
+        log_once(a, LOG_SEND, "cannot send %s: %s", wire_body_name(env->body_case), why.detail);
+    return rc;
+}
+
+static uint32_t free_credits(const actor_t *a) {
+    int held = a->qlen + (a->job.env ? 1 : 0);
+    return held < a->cfg.credits ? (uint32_t)(a->cfg.credits - held) : 0;
+}
+
+// ---- session: join, heartbeats, reconnect --------------------------------------------------
+
+static int open_socket(actor_t *a) {
+    if (a->sock) {
+        int linger = 0;
+        zmq_setsockopt(a->sock, ZMQ_LINGER, &linger, sizeof linger);
+        zmq_close(a->sock);
+    }
+    a->sock = zmq_socket(a->ctx, ZMQ_DEALER);
+    if (!a->sock) {
+        logf_(a, "zmq_socket: %s", zmq_strerror(errno));
+        return -1;
+    }
+    int linger = 0;
+    zmq_setsockopt(a->sock, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_connect(a->sock, a->hub) != 0) {
+        logf_(a, "cannot connect to %s: %s (hint: --hub tcp://HOST:PORT)", a->hub,
+              zmq_strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+// Sends Hello on a fresh socket, so that Hellos never pile up in a queue to a hub that is
+// not there yet (each would become a separate worker once it appears).
+static int send_hello(actor_t *a) {
+    if (open_socket(a) != 0)
+        return -1;
+    Rlx__TrajectoryKind kinds[1] = {RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_TEXT};
+    Rlx__Hello h = RLX__HELLO__INIT;
+    h.role = RLX__ROLE__ROLE_ACTOR;
+    h.worker_id = a->st.worker_id;
+    h.name = a->name;
+    h.agent = "rlx-actor 0.1";
+    h.n_trajectory_kinds = 1;
+    h.trajectory_kinds = kinds;
+    h.credits = (uint32_t)a->cfg.credits;
+    h.pid = (uint32_t)getpid();
+    Rlx__Envelope env = RLX__ENVELOPE__INIT;
+    env.body_case = RLX__ENVELOPE__BODY_HELLO;
+    env.hello = &h;
+    a->st.hellos++;
+    a->joined = 0;
+    // Chunks asked for on the old socket will not come: ask again once joined.
+    if (a->f.active) {
+        for (uint32_t i = 0; i < a->f.nchunks; i++)
+            if (a->f.state[i] == 1)
+                a->f.state[i] = 0;
+        a->f.outstanding = 0;
+    }
+    return send_env(a, &env);
+}
+
+static void send_heartbeat(actor_t *a) {
+    Rlx__Heartbeat hb = RLX__HEARTBEAT__INIT;
+    hb.worker_id = a->st.worker_id;
+    hb.credits = free_credits(a);
+    hb.in_flight = (uint32_t)(a->qlen + (a->job.env ? 1 : 0));
+    hb.policy_version = a->st.policy_version;
+    Rlx__Envelope env = RLX__ENVELOPE__INIT;
+    env.body_case = RLX__ENVELOPE__BODY_HEARTBEAT;
+    env.heartbeat = &hb;
+    send_env(a, &env);
+}
+
+static void send_work_request(actor_t *a) {
+    uint32_t room = free_credits(a);
+    if (!a->joined || room == 0)
+        return;
+    Rlx__WorkRequest wr = RLX__WORK_REQUEST__INIT;
+    wr.credits = room;
+    wr.policy_version = a->st.policy_version;
+    Rlx__Envelope env = RLX__ENVELOPE__INIT;
+    env.body_case = RLX__ENVELOPE__BODY_WORK_REQUEST;
+    env.work_request = &wr;
+    if (send_env(a, &env) == WIRE_OK)
+        a->last_ask = rlx_now();
+}
+
+static void send_bye(actor_t *a, const char *reason) {
+    if (!a->sock || a->st.worker_id == 0 || a->hub_bye) // nobody to say Bye to
+        return;
+    Rlx__Bye bye = RLX__BYE__INIT;
+    bye.worker_id = a->st.worker_id;
+    bye.reason = (char *)reason;
+    Rlx__Envelope env = RLX__ENVELOPE__INIT;
+    env.body_case = RLX__ENVELOPE__BODY_BYE;
+    env.bye = &bye;
+    send_env(a, &env);
+    // Give the Bye a moment to leave before the socket closes.
+    int linger = 1000;
+    zmq_setsockopt(a->sock, ZMQ_LINGER, &linger, sizeof linger);
+}
+
+static void send_error(actor_t *a, Rlx__ErrorCode code, const char *msg) {
+    Rlx__Error e = RLX__ERROR__INIT;
+    e.code = code;
+    e.message = (char *)msg;
+    Rlx__Envelope env = RLX__ENVELOPE__INIT;
+    env.body_case = RLX__ENVELOPE__BODY_ERROR;
+    env.error = &e;
+    send_env(a, &env);
+}
+
+// ---- weights ------------------------------------------------------------------------------
+
+static void fetch_reset(fetch_t *f) {
+    free(f->buf);
+    free(f->state);
+    free(f->asked_at);
+    memset(f, 0, sizeof *f);
+}
+
+// Starts fetching the announced version, unless it is not newer than what is held or being
+// fetched, or the hub said it no longer holds it.
+static void consider_announce(actor_t *a, const Rlx__WeightAnnounce *w) {
+    if (!w || w->version == 0)
+        return;
+    int have_model = a->model != NULL;
+    if ((have_model && w->version <= a->st.policy_version) ||
+        (a->f.active && w->version <= a->f.version) || w->version <= a->unavailable)
+        return;
+    uint64_t need = w->chunk_bytes ? (w->total_bytes + w->chunk_bytes - 1) / w->chunk_bytes : 0;
+    if (w->total_bytes == 0 || w->chunk_bytes == 0 || w->total_bytes > ACTOR_MAX_BLOB ||
+        need != w->num_chunks || w->chunk_bytes > wire_max_size(a->wire) ||
+        w->n_model_config > CKPT_CONFIG_LEN) {
+        a->st.blobs_bad++;
+        log_once(a, LOG_BAD_ANNOUNCE,
+                 "refused WeightAnnounce v%llu: %llu bytes in %u chunks of %u is inconsistent",
+                 (unsigned long long)w->version, (unsigned long long)w->total_bytes, w->num_chunks,
+                 w->chunk_bytes);
+        return;
+    }
+    fetch_reset(&a->f);
+    fetch_t *f = &a->f;
+    f->buf = malloc(w->total_bytes);
+    f->state = calloc(w->num_chunks, 1);
+    f->asked_at = calloc(w->num_chunks, sizeof(double));
+    if (!f->buf || !f->state || !f->asked_at) {
+        fetch_reset(f);
+        a->st.blobs_bad++;
+        log_once(a, LOG_BAD_ANNOUNCE, "out of memory for weights v%llu (%llu bytes)",
+                 (unsigned long long)w->version, (unsigned long long)w->total_bytes);
+        return;
+    }
+    f->active = 1;
+    f->version = w->version;
+    f->total = w->total_bytes;
+    f->nchunks = w->num_chunks;
+    f->chunk_bytes = w->chunk_bytes;
+    f->crc = w->crc32;
+    f->nconfig = (int)w->n_model_config;
+    for (int i = 0; i < f->nconfig; i++)
+        f->config[i] = w->model_config[i];
+}
+
+// Keeps up to weight_window chunk requests outstanding; asks again for chunks whose answer
+// is overdue.
+static void fetch_pump(actor_t *a, double now) {
+    fetch_t *f = &a->f;
+    if (!f->active || !a->joined)
+        return;
+    for (uint32_t i = 0; i < f->nchunks; i++) {
+        if (f->state[i] == 1 && now - f->asked_at[i] > a->cfg.fetch_timeout_ms * 1e-3) {
+            f->state[i] = 0;
+            f->outstanding--;
+            a->st.chunks_rerequested++;
+        }
+    }
+    for (uint32_t i = 0; i < f->nchunks && f->outstanding < a->cfg.weight_window; i++) {
+        if (f->state[i] != 0)
+            continue;
+        Rlx__WeightRequest wr = RLX__WEIGHT_REQUEST__INIT;
+        wr.version = f->version;
+        wr.first_chunk = i;
+        wr.num_chunks = 1;
+        Rlx__Envelope env = RLX__ENVELOPE__INIT;
+        env.body_case = RLX__ENVELOPE__BODY_WEIGHT_REQUEST;
+        env.weight_request = &wr;
+        if (send_env(a, &env) != WIRE_OK)
+            break;
+        f->state[i] = 1;
+        f->asked_at[i] = now;
+        f->outstanding++;
+    }
+}
+
+static int config_matches(const gpt_config_t *c, const int32_t *k) {
+    return c->n_layer == k[0] && c->n_embd == k[1] && c->n_head == k[2] && c->ctx_len == k[3] &&
+           c->vocab == k[4];
+}
+
+// Installs checkpoint bytes as the policy of version `version`. 0, or -1 (counted, logged).
+static int install_weights(actor_t *a, const void *blob, size_t len, uint64_t version,
+                           const int32_t *announced, int nannounced) {
+    char err[256] = "";
+    ckpt_t *ck = ckpt_parse(blob, len, err, sizeof err);
+    if (!ck)
+        goto refused;
+    if (ckpt_kind(ck) != CKPT_KIND_GPT) {
+        snprintf(err, sizeof err, "checkpoint holds model kind %u, the actor samples gpt (%d)",
+                 ckpt_kind(ck), CKPT_KIND_GPT);
+        goto refused;
+    }
+    const int32_t *cfg = ckpt_config(ck);
+    for (int i = 0; i < nannounced; i++) {
+        if (announced[i] != cfg[i]) {
+            snprintf(err, sizeof err,
+                     "announced model_config[%d] = %d but the checkpoint says %d: hub bug?", i,
+                     announced[i], cfg[i]);
+            goto refused;
+        }
+    }
+    if (a->model && config_matches(&a->model->cfg, cfg)) {
+        if (paramset_load(&a->model->ps, ck, err, sizeof err) != 0)
+            goto refused;
+    } else {
+        gpt_t *m = gpt_from_ckpt(ck, 1, err, sizeof err);
+        if (!m)
+            goto refused;
+        sampler_destroy(&a->sampler);
+        gpt_destroy(&a->model);
+        a->model = m;
+        a->sampler = sampler_new(m, a->cfg.batch);
+    }
+    ckpt_destroy(&ck);
+    a->st.policy_version = version;
+    a->st.weight_loads++;
+    return 0;
+refused:
+    ckpt_destroy(&ck);
+    a->st.blobs_bad++;
+    log_once(a, LOG_BAD_BLOB, "refused weights v%llu: %s", (unsigned long long)version, err);
+    return -1;
+}
+
+static void handle_chunk(actor_t *a, const Rlx__WeightChunk *c) {
+    fetch_t *f = &a->f;
+    if (!f->active || c->version != f->version) {
+        a->st.chunks_bad++;
+        log_once(a, LOG_STALE_CHUNK, "dropped a chunk of weights v%llu (fetching v%llu)",
+                 (unsigned long long)c->version, (unsigned long long)f->version);
+        return;
+    }
+    if (c->index >= f->nchunks) {
+        a->st.chunks_bad++;
+        log_once(a, LOG_BAD_CHUNK, "refused chunk %u of v%llu: only %u chunks", c->index,
+                 (unsigned long long)c->version, f->nchunks);
+        return;
+    }
+    if (f->state[c->index] == 2)
+        return; // a duplicate (answer to a re-ask that crossed the first answer)
+    uint64_t off = (uint64_t)c->index * f->chunk_bytes;
+    uint64_t want = c->index + 1 < f->nchunks ? f->chunk_bytes : f->total - off;
+    uint32_t crc = (uint32_t)crc32(0L, c->data.data, (uInt)c->data.len);
+    if (c->offset != off || c->data.len != want || crc != c->crc32) {
+        a->st.chunks_bad++;
+        log_once(a, LOG_BAD_CHUNK,
+                 "refused chunk %u of v%llu (offset %llu/%llu, %zu/%llu bytes, crc %08x/%08x): "
+                 "asking again",
+                 c->index, (unsigned long long)c->version, (unsigned long long)c->offset,
+                 (unsigned long long)off, c->data.len, (unsigned long long)want, crc, c->crc32);
+        if (f->state[c->index] == 1) {
+            f->state[c->index] = 0;
+            f->outstanding--;
+            a->st.chunks_rerequested++;
+        }
+        return;
+    }
+    memcpy(f->buf + off, c->data.data, want);
+    if (f->state[c->index] == 1)
+        f->outstanding--;
+    f->state[c->index] = 2;
+    f->have++;
+    a->st.chunks_received++;
+    if (f->have < f->nchunks)
+        return;
+
+    uint32_t whole = 0;
+    for (uint64_t done = 0; done < f->total;) {
+        uInt n = f->total - done > (1u << 30) ? (1u << 30) : (uInt)(f->total - done);
+        whole = (uint32_t)crc32(whole, f->buf + done, n);
+        done += n;
+    }
+    if (whole != f->crc) {
+        a->st.blobs_bad++;
+        log_once(a, LOG_BAD_BLOB, "weights v%llu: blob crc %08x, announced %08x: fetching again",
+                 (unsigned long long)f->version, whole, f->crc);
+        if (++f->retries > ACTOR_MAX_BLOB_RETRIES) {
+            a->unavailable = f->version;
+            fetch_reset(f);
+            return;
+        }
+        memset(f->state, 0, f->nchunks);
+        f->have = 0;
+        f->outstanding = 0;
+        return;
+    }
+    uint64_t v = f->version;
+    if (install_weights(a, f->buf, f->total, v, f->config, f->nconfig) == 0)
+        logf_(a, "weights v%llu installed (%llu bytes)", (unsigned long long)v,
+              (unsigned long long)f->total);
+    else
+        a->unavailable = v; // do not fetch a blob we cannot use again
+    fetch_reset(f);
+}
+
+// ---- work -----------------------------------------------------------------------------------
+
+static void queue_push(actor_t *a, Rlx__Envelope *env) {
+    if (a->qlen == a->qcap) {
+        int cap = a->qcap ? 2 * a->qcap : 4;
+        Rlx__Envelope **q = realloc(a->queue, (size_t)cap * sizeof *q);
+        if (!q) {
+            log_once(a, LOG_BAD_ITEM, "out of memory queueing a work item: dropped");
+            wire_free(&env);
+            return;
+        }
+        a->queue = q;
+        a->qcap = cap;
+    }
+    a->queue[a->qlen++] = env;
+}
+
+static void job_free(job_t *j) {
+    wire_free(&j->env);
+    free(j->ptok);
+    free(j->poff);
+    free(j->slice_tok);
+    free(j->slice_off);
+    free(j->out_tok);
+    free(j->out_logp);
+    free(j->out_len);
+    free(j->out_ver);
+    memset(j, 0, sizeof *j);
+}
+
+// Answers an item that cannot be sampled: an Error naming it and an empty batch completing it.
+static void refuse_item(actor_t *a, uint64_t work_id, const char *why) {
+    char msg[256];
+    snprintf(msg, sizeof msg, "work item %llu refused: %s", (unsigned long long)work_id, why);
+    a->st.items_refused++;
+    log_once(a, LOG_BAD_ITEM, "%s", msg);
+    send_error(a, RLX__ERROR_CODE__ERROR_CODE_BAD_REQUEST, msg);
+    Rlx__TrajectoryBatch tb = RLX__TRAJECTORY_BATCH__INIT;
+    tb.work_id = work_id;
+    Rlx__Envelope env = RLX__ENVELOPE__INIT;
+    env.body_case = RLX__ENVELOPE__BODY_TRAJECTORY_BATCH;
+    env.trajectory_batch = &tb;
+    send_env(a, &env);
+}
+
+// Sets up the job for the item in env (taking ownership). Returns 0, or -1 after refusing it.
+static int job_start(actor_t *a, Rlx__Envelope *env) {
+    job_t *j = &a->job;
+    const Rlx__WorkItem *it = env->work_item;
+    const gpt_config_t *mc = &a->model->cfg;
+    const char *why = NULL;
+    char buf[160];
+    int P = (int)it->n_prompts, k = it->samples_per_prompt ? (int)it->samples_per_prompt : 1;
+    size_t total_tok = 0, longest = 0;
+    for (int p = 0; p < P; p++) {
+        const Rlx__Prompt *pr = it->prompts[p];
+        size_t len = pr->n_tokens ? pr->n_tokens : strlen(pr->text) + 1; // + BOS
+        total_tok += len;
+        longest = len > longest ? len : longest;
+    }
+    if (P == 0 || (int64_t)P * k > (1 << 20)) {
+        why = P == 0 ? "no prompts" : "too many sequences";
+        goto refuse;
+    }
+    if (longest >= (size_t)mc->ctx_len) {
+        snprintf(buf, sizeof buf, "a prompt of %zu tokens leaves no room in the context of %d",
+                 longest, mc->ctx_len);
+        why = buf;
+        goto refuse;
+    }
+    int maxplen = (int)longest;
+    j->env = env;
+    j->item = it;
+    j->k = k;
+    j->n = P * k;
+    int room = mc->ctx_len - maxplen;
+    j->max_new =
+        it->max_new_tokens && (int)it->max_new_tokens < room ? (int)it->max_new_tokens : room;
+    j->ptok = malloc((total_tok ? total_tok : 1) * sizeof(int));
+    j->poff = malloc((size_t)(P + 1) * sizeof(int));
+    j->slice_tok = malloc((size_t)a->cfg.batch * maxplen * sizeof(int));
+    j->slice_off = malloc((size_t)(a->cfg.batch + 1) * sizeof(int));
+    j->out_tok = malloc((size_t)j->n * j->max_new * sizeof(int));
+    j->out_logp = malloc((size_t)j->n * j->max_new * sizeof(float));
+    j->out_len = calloc((size_t)j->n, sizeof(int));
+    j->out_ver = calloc((size_t)j->n, sizeof(uint64_t));
+    if (!j->ptok || !j->poff || !j->slice_tok || !j->slice_off || !j->out_tok || !j->out_logp ||
+        !j->out_len || !j->out_ver) {
+        why = "out of memory";
+        goto refuse;
+    }
+    size_t o = 0;
+    for (int p = 0; p < P; p++) {
+        const Rlx__Prompt *pr = it->prompts[p];
+        j->poff[p] = (int)o;
+        if (pr->n_tokens) {
+            for (size_t t = 0; t < pr->n_tokens; t++) {
+                if (pr->tokens[t] >= (uint32_t)mc->vocab) {
+                    snprintf(buf, sizeof buf, "prompt %llu has token %u, vocabulary is %d",
+                             (unsigned long long)pr->prompt_id, pr->tokens[t], mc->vocab);
+                    why = buf;
+                    goto refuse;
+                }
+                j->ptok[o++] = (int)pr->tokens[t];
+            }
+        } else {
+            size_t len = strlen(pr->text);
+            o += bytetok_encode_prompt(pr->text, len, j->ptok + o, (int)(len + 1));
+        }
+    }
+    j->poff[P] = (int)o;
+    memset(&j->sc, 0, sizeof j->sc);
+    j->sc.temperature = it->temperature;
+    j->sc.top_k = (int)it->top_k;
+    j->sc.max_new = j->max_new;
+    j->sc.seed = it->seed ? it->seed : a->cfg.seed ^ (it->work_id * 0x9E3779B97F4A7C15ull);
+    if (it->n_stop_tokens == 0) {
+        j->sc.stop[0] = GPT_TOK_EOS;
+        j->sc.n_stop = 1;
+    } else {
+        if (it->n_stop_tokens > SAMPLER_MAX_STOP)
+            log_once(a, LOG_STOP_TOKENS, "work item has %zu stop tokens; using the first %d",
+                     it->n_stop_tokens, SAMPLER_MAX_STOP);
+        for (size_t s = 0; s < it->n_stop_tokens && s < SAMPLER_MAX_STOP; s++)
+            j->sc.stop[j->sc.n_stop++] = (int)it->stop_tokens[s];
+    }
+    return 0;
+refuse:
+    refuse_item(a, it->work_id, why);
+    j->env = env; // freed with the job
+    job_free(j);
+    return -1;
+}
+
+// Samples sequences [next, next + batch) of the job with the weights held now.
+static int job_slice(actor_t *a) {
+    job_t *j = &a->job;
+    int b = j->n - j->next < a->cfg.batch ? j->n - j->next : a->cfg.batch;
+    int o = 0;
+    for (int i = 0; i < b; i++) {
+        int p = (j->next + i) / j->k;
+        int len = j->poff[p + 1] - j->poff[p];
+        j->slice_off[i] = o;
+        memcpy(j->slice_tok + o, j->ptok + j->poff[p], (size_t)len * sizeof(int));
+        o += len;
+    }
+    j->slice_off[b] = o;
+    size_t at = (size_t)j->next * j->max_new;
+    int rc = sampler_generate(a->sampler, j->slice_tok, j->slice_off, b, &j->sc, (uint64_t)j->next,
+                              j->out_tok + at, j->out_logp + at, j->out_len + j->next);
+    if (rc != 0)
+        return -1;
+    for (int i = 0; i < b; i++) {
+        j->out_ver[j->next + i] = a->st.policy_version;
+        a->st.tokens += (uint64_t)j->out_len[j->next + i];
+    }
+    j->next += b;
+    return 0;
+}
+
+static int is_stop_token(const sample_config_t *c, int t) {
+    for (int i = 0; i < c->n_stop; i++)
+        if (c->stop[i] == t)
+            return 1;
+    return 0;
+}
+
+// Sends the finished job as one TrajectoryBatch.
+static void job_send(actor_t *a) {
+    job_t *j = &a->job;
+    const Rlx__WorkItem *it = j->item;
+    int n = j->n;
+    Rlx__Trajectory *tr = calloc((size_t)n, sizeof *tr);
+    Rlx__Trajectory **trp = calloc((size_t)n, sizeof *trp);
+    Rlx__TrajectoryId *ids = calloc((size_t)n, sizeof *ids);
+    Rlx__TextTrajectory *tx = calloc((size_t)n, sizeof *tx);
+    uint32_t *rtok = malloc(((size_t)n * j->max_new + 1) * sizeof(uint32_t));
+    uint32_t *ptok = malloc(((size_t)j->poff[it->n_prompts] + 1) * sizeof(uint32_t));
+    if (!tr || !trp || !ids || !tx || !rtok || !ptok) {
+        refuse_item(a, it->work_id, "out of memory building the batch");
+        goto cleanup;
+    }
+    for (int i = 0; i < j->poff[it->n_prompts]; i++)
+        ptok[i] = (uint32_t)j->ptok[i];
+    for (int i = 0; i < n; i++) {
+        int p = i / j->k, len = j->out_len[i];
+        size_t at = (size_t)i * j->max_new;
+        for (int t = 0; t < len; t++)
+            rtok[at + t] = (uint32_t)j->out_tok[at + t];
+        rlx__trajectory_id__init(&ids[i]);
+        ids[i].actor_id = a->st.worker_id;
+        ids[i].seq = a->st.trajectories + (uint64_t)i + 1;
+        rlx__text_trajectory__init(&tx[i]);
+        tx[i].n_prompt_tokens = (size_t)(j->poff[p + 1] - j->poff[p]);
+        tx[i].prompt_tokens = ptok + j->poff[p];
+        tx[i].n_response_tokens = (size_t)len;
+        tx[i].response_tokens = rtok + at;
+        tx[i].n_logprobs = (size_t)len;
+        tx[i].logprobs = j->out_logp + at;
+        tx[i].finish_reason = len > 0 && is_stop_token(&j->sc, j->out_tok[at + len - 1])
+                                  ? RLX__FINISH_REASON__FINISH_REASON_STOP
+                                  : RLX__FINISH_REASON__FINISH_REASON_LENGTH;
+        rlx__trajectory__init(&tr[i]);
+        tr[i].id = &ids[i];
+        tr[i].work_id = it->work_id;
+        tr[i].prompt_id = it->prompts[p]->prompt_id;
+        tr[i].group_index = (uint32_t)(i % j->k);
+        tr[i].group_size = (uint32_t)j->k;
+        tr[i].policy_version = j->out_ver[i];
+        tr[i].kind_case = RLX__TRAJECTORY__KIND_TEXT;
+        tr[i].text = &tx[i];
+        trp[i] = &tr[i];
+    }
+    Rlx__TrajectoryBatch tb = RLX__TRAJECTORY_BATCH__INIT;
+    tb.n_trajectories = (size_t)n;
+    tb.trajectories = trp;
+    tb.work_id = it->work_id;
+    Rlx__Envelope env = RLX__ENVELOPE__INIT;
+    env.body_case = RLX__ENVELOPE__BODY_TRAJECTORY_BATCH;
+    env.trajectory_batch = &tb;
+    if (send_env(a, &env) == WIRE_OK) {
+        a->st.items++;
+        a->st.trajectories += (uint64_t)n;
+    }
+cleanup:
+    free(tr);
+    free(trp);
+    free(ids);
+    free(tx);
+    free(rtok);
+    free(ptok);
+}
+
+// Whether the next queued item can start now: weights are held, and the item does not want
+// a version that is being fetched right now.
+static int can_start(const actor_t *a) {
+    if (a->qlen == 0)
+        return 0;
+    if (!a->model)
+        return 0;
+    uint64_t want = a->queue[0]->work_item->policy_version;
+    return !(want > a->st.policy_version && a->f.active && a->f.version >= want);
+}
+
+// Advances the sampling work by one slice. Returns 1 if it did something.
+static int work_step(actor_t *a) {
+    if (!a->job.env) {
+        if (!can_start(a)) {
+            if (a->qlen > 0 && !a->model && !a->f.active)
+                log_once(a, LOG_NO_WEIGHTS,
+                         "holding a work item but no weights: waiting for a WeightAnnounce");
+            return 0;
+        }
+        Rlx__Envelope *env = a->queue[0];
+        memmove(a->queue, a->queue + 1, (size_t)(a->qlen - 1) * sizeof *a->queue);
+        a->qlen--;
+        if (job_start(a, env) != 0) {
+            send_work_request(a);
+            return 1;
+        }
+    }
+    if (job_slice(a) != 0) {
+        log_once(a, LOG_SAMPLER, "sampler refused work item %llu's arguments",
+                 (unsigned long long)a->job.item->work_id);
+        refuse_item(a, a->job.item->work_id, "sampler refused the arguments");
+        job_free(&a->job);
+        send_work_request(a);
+        return 1;
+    }
+    if (a->job.next == a->job.n) {
+        job_send(a);
+        job_free(&a->job);
+        send_work_request(a);
+    }
+    return 1;
+}
+
+// ---- messages -------------------------------------------------------------------------------
+
+static void handle(actor_t *a, Rlx__Envelope *env) {
+    switch (env->body_case) {
+    case RLX__ENVELOPE__BODY_WELCOME: {
+        const Rlx__Welcome *w = env->welcome;
+        if (a->st.worker_id && w->worker_id != a->st.worker_id)
+            logf_(a, "rejoined as worker %u (was %u)", w->worker_id, a->st.worker_id);
+        a->st.worker_id = w->worker_id;
+        if (w->heartbeat_interval_ms)
+            a->hb_ms = (int)w->heartbeat_interval_ms;
+        if (w->heartbeat_liveness)
+            a->liveness = (int)w->heartbeat_liveness;
+        if (!wire_run_id(a->wire)[0] && env->run_id && env->run_id[0])
+            wire_set_run_id(a->wire, env->run_id);
+        a->joined = 1;
+        a->backoff_ms = a->hb_ms;
+        logf_(a, "joined %s as worker %u (run \"%s\", heartbeat %d ms x %d, policy v%llu)", a->hub,
+              a->st.worker_id, wire_run_id(a->wire), a->hb_ms, a->liveness,
+              (unsigned long long)w->policy_version);
+        consider_announce(a, w->weights);
+        send_work_request(a);
+        break;
+    }
+    case RLX__ENVELOPE__BODY_WORK_ITEM:
+        queue_push(a, env);
+        return; // the queue owns env now
+    case RLX__ENVELOPE__BODY_WEIGHT_ANNOUNCE:
+        consider_announce(a, env->weight_announce);
+        break;
+    case RLX__ENVELOPE__BODY_WEIGHT_CHUNK:
+        handle_chunk(a, env->weight_chunk);
+        break;
+    case RLX__ENVELOPE__BODY_HEARTBEAT:
+        break;
+    case RLX__ENVELOPE__BODY_BYE:
+        logf_(a, "hub said Bye (%s): leaving", env->bye->reason);
+        a->hub_bye = 1;
+        break;
+    case RLX__ENVELOPE__BODY_ERROR: {
+        const Rlx__Error *e = env->error;
+        a->st.hub_errors++;
+        if (e->code == RLX__ERROR_CODE__ERROR_CODE_NOT_JOINED) {
+            logf_(a, "hub does not know us (%s): saying Hello again", e->message);
+            a->joined = 0;
+            a->hello_due = 0;
+        } else if (e->code == RLX__ERROR_CODE__ERROR_CODE_UNAVAILABLE && a->f.active) {
+            logf_(a, "hub no longer holds weights v%llu (%s): waiting for a newer announce",
+                  (unsigned long long)a->f.version, e->message);
+            a->unavailable = a->f.version;
+            fetch_reset(&a->f);
+        } else {
+            log_once(a, LOG_HUB_ERROR, "hub error %d: %s", (int)e->code, e->message);
+        }
+        break;
+    }
+    default:
+        log_once(a, LOG_UNEXPECTED, "ignored a %s from the hub", wire_body_name(env->body_case));
+        break;
+    }
+    wire_free(&env);
+}
+
+// Receives everything pending (waiting up to timeout_ms for the first message).
+static void receive(actor_t *a, int timeout_ms) {
+    for (int n = 0; n < 1000; n++) {
+        Rlx__Envelope *env = NULL;
+        wire_error_t why;
+        int rc = wire_recv(a->wire, a->sock, n == 0 ? timeout_ms : 0, NULL, &env, &why);
+        if (rc == WIRE_ERR_TIMEOUT || rc == WIRE_ERR_INTERRUPTED)
+            return;
+        if (rc != WIRE_OK) {
+            a->st.wire_errors++; // wire logged it once
+            continue;
+        }
+        a->last_recv = rlx_now();
+        handle(a, env);
+    }
+}
+
+static void timers(actor_t *a, double now) {
+    if (!a->joined) {
+        if (now >= a->hello_due) {
+            send_hello(a);
+            a->hello_due = now + a->backoff_ms * 1e-3;
+            a->backoff_ms =
+                a->backoff_ms * 2 > ACTOR_MAX_BACKOFF_MS ? ACTOR_MAX_BACKOFF_MS : a->backoff_ms * 2;
+            a->last_recv = now;
+        }
+    } else {
+        if (now - a->last_recv > a->hb_ms * 1e-3 * a->liveness) {
+            logf_(a, "hub silent for %.1f s: reconnecting", now - a->last_recv);
+            a->st.reconnects++;
+            a->joined = 0;
+            a->hello_due = now;
+            return;
+        }
+        if (now - a->last_send >= a->hb_ms * 1e-3)
+            send_heartbeat(a);
+        fetch_pump(a, now);
+        if (free_credits(a) > 0 && now - a->last_ask > a->hb_ms * 1e-3 * a->liveness)
+            send_work_request(a);
+    }
+    if (a->cfg.stats_interval_ms > 0 && now >= a->stats_due) {
+        double dt = now - a->stats_t0;
+        fprintf(stderr, "actor %s: items %llu trajectories %llu tok/s %.0f version %llu\n", a->name,
+                (unsigned long long)a->st.items, (unsigned long long)a->st.trajectories,
+                dt > 0 ? (double)(a->st.tokens - a->stats_tok0) / dt : 0.0,
+                (unsigned long long)a->st.policy_version);
+        a->stats_t0 = now;
+        a->stats_tok0 = a->st.tokens;
+        a->stats_due = now + a->cfg.stats_interval_ms * 1e-3;
+    }
+}
+
+// ---- public ---------------------------------------------------------------------------------
+
+actor_config_t actor_defaults(void) {
+    actor_config_t c = {0};
+    c.name = "actor";
+    c.threads = 0;
+    c.batch = 16;
+    c.heartbeat_ms = 1000;
+    c.liveness = 5;
+    c.credits = 1;
+    c.seed = 1;
+    c.weight_window = 4;
+    c.fetch_timeout_ms = 5000;
+    c.stats_interval_ms = 5000;
+    return c;
+}
+
+actor_t *actor_new(const actor_config_t *c, void *zmq_ctx) {
+    if (!c->hub || !c->hub[0] || c->batch < 1 || c->credits < 1 || c->heartbeat_ms < 1 ||
+        c->liveness < 1 || c->weight_window < 1 || c->fetch_timeout_ms < 1) {
+        fprintf(stderr, "rlx-actor: bad configuration: need --hub, and --batch, --credits, "
+                        "--heartbeat-ms >= 1\n");
+        return NULL;
+    }
+    actor_t *a = rlx_xcalloc(1, sizeof *a, "actor");
+    a->cfg = *c;
+    a->hub = strdup(c->hub);
+    a->name = strdup(c->name ? c->name : "actor");
+    a->ctx = zmq_ctx;
+    a->wire = wire_new(a->name, 0, c->run_id);
+    if (!a->hub || !a->name || !a->wire)
+        RLX_DIE("out of memory");
+    a->hb_ms = c->heartbeat_ms;
+    a->liveness = c->liveness;
+    a->backoff_ms = c->heartbeat_ms;
+    if (c->threads > 0)
+        omp_set_num_threads(c->threads);
+    if (c->model_path) {
+        char err[256];
+        a->model = gpt_load(c->model_path, 1, err, sizeof err);
+        if (!a->model) {
+            fprintf(stderr, "rlx-actor: cannot load --model %s: %s\n", c->model_path, err);
+            actor_destroy(&a);
+            return NULL;
+        }
+        a->sampler = sampler_new(a->model, c->batch);
+    }
+    return a;
+}
+
+int actor_run(actor_t *a, volatile sig_atomic_t *stop) {
+    double now = rlx_now();
+    a->stats_t0 = now;
+    a->stats_due = now + a->cfg.stats_interval_ms * 1e-3;
+    a->hello_due = now;
+    while (!*stop && !a->hub_bye) {
+        if (a->cfg.max_items > 0 && (long)(a->st.items + a->st.items_refused) >= a->cfg.max_items)
+            break;
+        int busy = a->job.env || can_start(a);
+        if (a->sock)
+            receive(a, busy ? 0 : 20);
+        if (*stop)
+            break;
+        timers(a, rlx_now());
+        if (!a->sock)
+            return 1; // could not even open a socket
+        if (a->joined)
+            work_step(a);
+    }
+    send_bye(a, *stop ? "signal" : a->hub_bye ? "hub left" : "max items done");
+    logf_(a, "leaving: items %llu trajectories %llu version %llu", (unsigned long long)a->st.items,
+          (unsigned long long)a->st.trajectories, (unsigned long long)a->st.policy_version);
+    return 0;
+}
+
+const actor_stats_t *actor_stats(const actor_t *a) {
+    return &a->st;
+}
+
+void actor_destroy(actor_t **self_p) {
+    if (!self_p || !*self_p)
+        return;
+    actor_t *a = *self_p;
+    job_free(&a->job);
+    for (int i = 0; i < a->qlen; i++)
+        wire_free(&a->queue[i]);
+    free(a->queue);
+    fetch_reset(&a->f);
+    sampler_destroy(&a->sampler);
+    gpt_destroy(&a->model);
+    if (a->sock)
+        zmq_close(a->sock);
+    wire_destroy(&a->wire);
+    free(a->hub);
+    free(a->name);
+    free(a);
+    *self_p = NULL;
+}

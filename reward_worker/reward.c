@@ -1,0 +1,489 @@
+// reward.c: the reward worker's poll loop (see reward.h). One thread, one DEALER socket:
+// receive (queueing ScoreRequests), run the timers (Hello retries, heartbeats, hub
+// liveness, stats line), then score and answer one queued request. The session logic
+// (fresh socket per Hello, liveness, backoff) is the actor's (actor.c), kept separate so the
+// two executables stay independent.
+#include "reward.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#include "exec_scorer.h"
+#include "scorers.h"
+#include "util.h"
+#include "wire.h"
+
+#define REWARD_LOG_ONCE_SLOTS 16
+
+struct reward {
+    reward_config_t cfg;                    // configuration (strings copied below)
+    char *hub;                              // endpoint
+    char *name;                             // name for logs
+    char *names_buf;                        // storage of the scorer names
+    char *names[REWARD_MAX_SCORERS];        // scorer names served (into names_buf)
+    int nnames;                             // entries of names
+    int builtin[REWARD_MAX_SCORERS];        // scorer_find id of each name (built-in mode)
+    exec_scorer_t *exec;                    // external scorer (NULL = built-ins)
+    void *ctx;                              // ZeroMQ context (not owned)
+    void *sock;                             // DEALER socket to the hub
+    wire_t *wire;                           // wire endpoint state of sock
+    reward_stats_t st;                      // counters
+    unsigned logged[REWARD_LOG_ONCE_SLOTS]; // log-once flags
+    int joined;                             // Welcome received on this socket
+    int hb_ms;                              // heartbeat interval
+    int liveness;                           // missed intervals before the hub is presumed gone
+    double last_recv;                       // time of the last message from the hub
+    double last_send;                       // time of the last message to the hub
+    double hello_due;                       // when to (re)send Hello while not joined
+    int backoff_ms;                         // current Hello retry interval
+    int hub_bye;                            // the hub said Bye
+    Rlx__Envelope **queue;                  // (qcap) ScoreRequests not yet answered, FIFO
+    int qlen, qcap;                         // used, capacity
+    double stats_due;                       // next stats line
+};
+
+enum { LOG_SEND, LOG_UNKNOWN_SCORER, LOG_UNEXPECTED, LOG_HUB_ERROR, LOG_QUEUE, LOG_EXEC };
+
+static void log_once(reward_t *r, int slot, const char *fmt, ...) {
+    assert(slot >= 0 && slot < REWARD_LOG_ONCE_SLOTS);
+    if (r->logged[slot]++)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "reward %s: ", r->name);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, " (logged once)\n");
+    va_end(ap);
+}
+
+static void logf_(reward_t *r, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "reward %s: ", r->name);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+}
+
+static int send_env(reward_t *r, Rlx__Envelope *env) {
+    env->sender_id = r->st.worker_id;
+    wire_error_t why;
+    int rc = wire_send(r->wire, r->sock, NULL, env, &why);
+    if (rc == WIRE_OK)
+        r->last_send = rlx_now();
+    else
+        log_once(r, LOG_SEND, "cannot send %s: %s", wire_body_name(env->body_case), why.detail);
+    return rc;
+}
+
+// ---- session --------------------------------------------------------------------------------
+
+static int open_socket(reward_t *r) {
+    int linger = 0;
+    if (r->sock) {
+        zmq_setsockopt(r->sock, ZMQ_LINGER, &linger, sizeof linger);
+        zmq_close(r->sock);
+    }
+    r->sock = zmq_socket(r->ctx, ZMQ_DEALER);
+    if (!r->sock) {
+        logf_(r, "zmq_socket: %s", zmq_strerror(errno));
+        return -1;
+    }
+    zmq_setsockopt(r->sock, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_connect(r->sock, r->hub) != 0) {
+        logf_(r, "cannot connect to %s: %s (hint: --hub tcp://HOST:PORT)", r->hub,
+              zmq_strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+// Hello on a fresh socket: queued Hellos to an absent hub would each become a worker.
+static void send_hello(reward_t *r) {
+    if (open_socket(r) != 0)
+        return;
+    Rlx__TrajectoryKind kinds[1] = {RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_TEXT};
+    Rlx__Hello h = RLX__HELLO__INIT;
+    h.role = RLX__ROLE__ROLE_REWARD_WORKER;
+    h.worker_id = r->st.worker_id;
+    h.name = r->name;
+    h.agent = "rlx-reward 0.1";
+    h.n_scorers = (size_t)r->nnames;
+    h.scorers = r->names;
+    h.n_trajectory_kinds = 1;
+    h.trajectory_kinds = kinds;
+    h.credits = (uint32_t)r->cfg.credits;
+    h.pid = (uint32_t)getpid();
+    Rlx__Envelope env = RLX__ENVELOPE__INIT;
+    env.body_case = RLX__ENVELOPE__BODY_HELLO;
+    env.hello = &h;
+    r->st.hellos++;
+    r->joined = 0;
+    send_env(r, &env);
+}
+
+static void send_heartbeat(reward_t *r) {
+    Rlx__Heartbeat hb = RLX__HEARTBEAT__INIT;
+    hb.worker_id = r->st.worker_id;
+    hb.credits = r->qlen < r->cfg.credits ? (uint32_t)(r->cfg.credits - r->qlen) : 0;
+    hb.in_flight = (uint32_t)r->qlen;
+    Rlx__Envelope env = RLX__ENVELOPE__INIT;
+    env.body_case = RLX__ENVELOPE__BODY_HEARTBEAT;
+    env.heartbeat = &hb;
+    send_env(r, &env);
+}
+
+// While an external scorer is slow: keep the hub from presuming us dead.
+static void exec_tick(void *arg) {
+    reward_t *r = arg;
+    if (r->joined && rlx_now() - r->last_send >= r->hb_ms * 1e-3)
+        send_heartbeat(r);
+}
+
+static void send_bye(reward_t *r, const char *reason) {
+    if (!r->sock || r->st.worker_id == 0 || r->hub_bye) // nobody to say Bye to
+        return;
+    Rlx__Bye bye = RLX__BYE__INIT;
+    bye.worker_id = r->st.worker_id;
+    bye.reason = (char *)reason;
+    Rlx__Envelope env = RLX__ENVELOPE__INIT;
+    env.body_case = RLX__ENVELOPE__BODY_BYE;
+    env.bye = &bye;
+    send_env(r, &env);
+    int linger = 1000;
+    zmq_setsockopt(r->sock, ZMQ_LINGER, &linger, sizeof linger);
+}
+
+// ---- scoring --------------------------------------------------------------------------------
+
+static int served_builtin(const reward_t *r, const char *name) {
+    for (int i = 0; i < r->nnames; i++)
+        if (strcmp(r->names[i], name) == 0)
+            return r->builtin[i];
+    return -1;
+}
+
+// Scores one request and sends its reply.
+static void answer(reward_t *r, const Rlx__ScoreRequest *req) {
+    int n = (int)req->n_items;
+    Rlx__ScoreResult *res = calloc((size_t)(n ? n : 1), sizeof *res);
+    Rlx__ScoreResult **resp = calloc((size_t)(n ? n : 1), sizeof *resp);
+    Rlx__TrajectoryId *ids = calloc((size_t)(n ? n : 1), sizeof *ids);
+    exec_result_t *er = calloc((size_t)(n ? n : 1), sizeof *er);
+    exec_item_t *ei = calloc((size_t)(n ? n : 1), sizeof *ei);
+    char(*idtext)[48] = calloc((size_t)(n ? n : 1), sizeof *idtext);
+    // Per item: components as protobuf map entries (up to EXEC_SCORER_MAX_COMPONENTS).
+    Rlx__ScoreResult__ComponentsEntry *ce =
+        calloc((size_t)(n ? n : 1) * EXEC_SCORER_MAX_COMPONENTS, sizeof *ce);
+    Rlx__ScoreResult__ComponentsEntry **cep =
+        calloc((size_t)(n ? n : 1) * EXEC_SCORER_MAX_COMPONENTS, sizeof *cep);
+    if (!res || !resp || !ids || !er || !ei || !idtext || !ce || !cep) {
+        log_once(r, LOG_QUEUE,
+                 "out of memory answering request %llu: not answered (the hub "
+                 "will resend it)",
+                 (unsigned long long)req->request_id);
+        goto cleanup;
+    }
+    for (int i = 0; i < n; i++) {
+        const Rlx__ScoreItem *it = req->items[i];
+        snprintf(idtext[i], sizeof idtext[i], "%u:%llu", it->id ? it->id->actor_id : 0,
+                 it->id ? (unsigned long long)it->id->seq : 0ull);
+        ei[i].id = idtext[i];
+        ei[i].prompt = it->prompt_text;
+        ei[i].response = it->response_text;
+        ei[i].target = it->target;
+        ei[i].scorer = it->scorer;
+    }
+    if (r->exec) {
+        exec_scorer_score(r->exec, ei, n, er);
+    } else {
+        for (int i = 0; i < n; i++) {
+            int id = served_builtin(r, ei[i].scorer);
+            if (id < 0) {
+                snprintf(er[i].error, sizeof er[i].error,
+                         "unknown scorer \"%.40s\": this worker serves %s", ei[i].scorer,
+                         r->cfg.scorers ? r->cfg.scorers : scorer_list());
+                log_once(r, LOG_UNKNOWN_SCORER, "%s", er[i].error);
+                continue;
+            }
+            er[i].reward = scorer_score(id, ei[i].prompt, ei[i].response, ei[i].target);
+            er[i].ncomponents = 1;
+            snprintf(er[i].component_name[0], sizeof er[i].component_name[0], "%s",
+                     scorer_name(id));
+            er[i].component_value[0] = er[i].reward;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        const Rlx__ScoreItem *it = req->items[i];
+        rlx__score_result__init(&res[i]);
+        rlx__trajectory_id__init(&ids[i]);
+        if (it->id) {
+            ids[i].actor_id = it->id->actor_id;
+            ids[i].seq = it->id->seq;
+        }
+        res[i].id = &ids[i];
+        res[i].reward = er[i].error[0] ? 0.0f : er[i].reward;
+        res[i].error = er[i].error;
+        Rlx__ScoreResult__ComponentsEntry *c = ce + (size_t)i * EXEC_SCORER_MAX_COMPONENTS;
+        Rlx__ScoreResult__ComponentsEntry **cp = cep + (size_t)i * EXEC_SCORER_MAX_COMPONENTS;
+        for (int k = 0; k < er[i].ncomponents && !er[i].error[0]; k++) {
+            rlx__score_result__components_entry__init(&c[k]);
+            c[k].key = er[i].component_name[k];
+            c[k].value = er[i].component_value[k];
+            cp[k] = &c[k];
+            res[i].n_components++;
+        }
+        res[i].components = cp;
+        resp[i] = &res[i];
+        r->st.items++;
+        if (er[i].error[0])
+            r->st.item_errors++;
+    }
+    Rlx__ScoreReply rep = RLX__SCORE_REPLY__INIT;
+    rep.request_id = req->request_id;
+    rep.n_results = (size_t)n;
+    rep.results = resp;
+    Rlx__Envelope env = RLX__ENVELOPE__INIT;
+    env.body_case = RLX__ENVELOPE__BODY_SCORE_REPLY;
+    env.score_reply = &rep;
+    send_env(r, &env);
+    r->st.requests++;
+cleanup:
+    free(res);
+    free(resp);
+    free(ids);
+    free(er);
+    free(ei);
+    free(idtext);
+    free(ce);
+    free(cep);
+}
+
+// ---- messages -------------------------------------------------------------------------------
+
+static void handle(reward_t *r, Rlx__Envelope *env) {
+    switch (env->body_case) {
+    case RLX__ENVELOPE__BODY_WELCOME: {
+        const Rlx__Welcome *w = env->welcome;
+        r->st.worker_id = w->worker_id;
+        if (w->heartbeat_interval_ms)
+            r->hb_ms = (int)w->heartbeat_interval_ms;
+        if (w->heartbeat_liveness)
+            r->liveness = (int)w->heartbeat_liveness;
+        if (!wire_run_id(r->wire)[0] && env->run_id && env->run_id[0])
+            wire_set_run_id(r->wire, env->run_id);
+        r->joined = 1;
+        r->backoff_ms = r->hb_ms;
+        logf_(r, "joined %s as worker %u (run \"%s\", heartbeat %d ms x %d)", r->hub,
+              r->st.worker_id, wire_run_id(r->wire), r->hb_ms, r->liveness);
+        break;
+    }
+    case RLX__ENVELOPE__BODY_SCORE_REQUEST:
+        if (r->qlen == r->qcap) {
+            int cap = r->qcap ? 2 * r->qcap : 4;
+            Rlx__Envelope **q = realloc(r->queue, (size_t)cap * sizeof *q);
+            if (!q) {
+                log_once(r, LOG_QUEUE, "out of memory queueing a ScoreRequest: dropped");
+                break;
+            }
+            r->queue = q;
+            r->qcap = cap;
+        }
+        r->queue[r->qlen++] = env;
+        return; // the queue owns env
+    case RLX__ENVELOPE__BODY_HEARTBEAT:
+        break;
+    case RLX__ENVELOPE__BODY_BYE:
+        logf_(r, "hub said Bye (%s): leaving", env->bye->reason);
+        r->hub_bye = 1;
+        break;
+    case RLX__ENVELOPE__BODY_ERROR: {
+        const Rlx__Error *e = env->error;
+        r->st.hub_errors++;
+        if (e->code == RLX__ERROR_CODE__ERROR_CODE_NOT_JOINED) {
+            logf_(r, "hub does not know us (%s): saying Hello again", e->message);
+            r->joined = 0;
+            r->hello_due = 0;
+        } else {
+            log_once(r, LOG_HUB_ERROR, "hub error %d: %s", (int)e->code, e->message);
+        }
+        break;
+    }
+    default:
+        log_once(r, LOG_UNEXPECTED, "ignored a %s from the hub", wire_body_name(env->body_case));
+        break;
+    }
+    wire_free(&env);
+}
+
+static void receive(reward_t *r, int timeout_ms) {
+    for (int n = 0; n < 1000; n++) {
+        Rlx__Envelope *env = NULL;
+        wire_error_t why;
+        int rc = wire_recv(r->wire, r->sock, n == 0 ? timeout_ms : 0, NULL, &env, &why);
+        if (rc == WIRE_ERR_TIMEOUT || rc == WIRE_ERR_INTERRUPTED)
+            return;
+        if (rc != WIRE_OK) {
+            r->st.wire_errors++;
+            continue;
+        }
+        r->last_recv = rlx_now();
+        handle(r, env);
+    }
+}
+
+static void timers(reward_t *r, double now) {
+    if (!r->joined) {
+        if (now >= r->hello_due) {
+            send_hello(r);
+            r->hello_due = now + r->backoff_ms * 1e-3;
+            r->backoff_ms = r->backoff_ms * 2 > REWARD_MAX_BACKOFF_MS ? REWARD_MAX_BACKOFF_MS
+                                                                      : r->backoff_ms * 2;
+            r->last_recv = now;
+        }
+    } else {
+        if (now - r->last_recv > r->hb_ms * 1e-3 * r->liveness) {
+            logf_(r, "hub silent for %.1f s: reconnecting", now - r->last_recv);
+            r->st.reconnects++;
+            r->joined = 0;
+            r->hello_due = now;
+            return;
+        }
+        if (now - r->last_send >= r->hb_ms * 1e-3)
+            send_heartbeat(r);
+    }
+    if (r->cfg.stats_interval_ms > 0 && now >= r->stats_due) {
+        const exec_scorer_stats_t *x = r->exec ? exec_scorer_stats(r->exec) : NULL;
+        fprintf(stderr, "reward %s: requests %llu items %llu errors %llu", r->name,
+                (unsigned long long)r->st.requests, (unsigned long long)r->st.items,
+                (unsigned long long)r->st.item_errors);
+        if (x)
+            fprintf(stderr, " exec: starts %llu timeouts %llu crashes %llu garbage %llu",
+                    (unsigned long long)x->starts, (unsigned long long)x->timeouts,
+                    (unsigned long long)x->crashes, (unsigned long long)x->garbage);
+        fprintf(stderr, "\n");
+        r->stats_due = now + r->cfg.stats_interval_ms * 1e-3;
+    }
+}
+
+// ---- public ---------------------------------------------------------------------------------
+
+reward_config_t reward_defaults(void) {
+    reward_config_t c = {0};
+    c.name = "reward";
+    c.exec_timeout_ms = 5000;
+    c.credits = 2;
+    c.heartbeat_ms = 1000;
+    c.liveness = 5;
+    c.stats_interval_ms = 5000;
+    return c;
+}
+
+reward_t *reward_new(const reward_config_t *c, void *zmq_ctx) {
+    if (!c->hub || !c->hub[0] || c->credits < 1 || c->heartbeat_ms < 1 || c->liveness < 1) {
+        fprintf(stderr, "rlx-reward: bad configuration: need --hub, and --credits, "
+                        "--heartbeat-ms >= 1\n");
+        return NULL;
+    }
+    reward_t *r = rlx_xcalloc(1, sizeof *r, "reward worker");
+    r->cfg = *c;
+    r->hub = strdup(c->hub);
+    r->name = strdup(c->name ? c->name : "reward");
+    const char *list = c->scorers ? c->scorers : c->exec_cmd ? "exec" : scorer_list();
+    r->names_buf = strdup(list);
+    r->wire = wire_new(r->name, 0, c->run_id);
+    if (!r->hub || !r->name || !r->names_buf || !r->wire)
+        RLX_DIE("out of memory");
+    char *save = NULL;
+    for (char *t = strtok_r(r->names_buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (!*t)
+            continue;
+        if (r->nnames == REWARD_MAX_SCORERS) {
+            fprintf(stderr, "rlx-reward: more than %d scorer names\n", REWARD_MAX_SCORERS);
+            goto fail;
+        }
+        r->builtin[r->nnames] = scorer_find(t);
+        if (!c->exec_cmd && r->builtin[r->nnames] < 0) {
+            fprintf(stderr,
+                    "rlx-reward: unknown built-in scorer \"%s\" (built-ins: %s; or use --exec)\n",
+                    t, scorer_list());
+            goto fail;
+        }
+        r->names[r->nnames++] = t;
+    }
+    if (r->nnames == 0) {
+        fprintf(stderr, "rlx-reward: --scorer names no scorer\n");
+        goto fail;
+    }
+    if (c->exec_cmd) {
+        r->exec = exec_scorer_new(c->exec_cmd, c->exec_timeout_ms);
+        if (!r->exec)
+            RLX_DIE("out of memory");
+        exec_scorer_set_tick(r->exec, exec_tick, r);
+    }
+    r->ctx = zmq_ctx;
+    r->hb_ms = c->heartbeat_ms;
+    r->liveness = c->liveness;
+    r->backoff_ms = c->heartbeat_ms;
+    return r;
+fail:
+    reward_destroy(&r);
+    return NULL;
+}
+
+int reward_run(reward_t *r, volatile sig_atomic_t *stop) {
+    double now = rlx_now();
+    r->hello_due = now;
+    r->stats_due = now + r->cfg.stats_interval_ms * 1e-3;
+    while (!*stop && !r->hub_bye) {
+        if (r->cfg.max_requests > 0 && (long)r->st.requests >= r->cfg.max_requests)
+            break;
+        if (r->sock)
+            receive(r, r->qlen == 0 ? 20 : 0);
+        if (*stop)
+            break;
+        timers(r, rlx_now());
+        if (!r->sock)
+            return 1;
+        if (r->qlen > 0 && r->joined) {
+            Rlx__Envelope *env = r->queue[0];
+            memmove(r->queue, r->queue + 1, (size_t)(r->qlen - 1) * sizeof *r->queue);
+            r->qlen--;
+            answer(r, env->score_request);
+            wire_free(&env);
+        }
+    }
+    send_bye(r, *stop ? "signal" : r->hub_bye ? "hub left" : "max requests done");
+    logf_(r, "leaving: requests %llu items %llu errors %llu", (unsigned long long)r->st.requests,
+          (unsigned long long)r->st.items, (unsigned long long)r->st.item_errors);
+    return 0;
+}
+
+const reward_stats_t *reward_stats(const reward_t *r) {
+    return &r->st;
+}
+
+void reward_destroy(reward_t **self_p) {
+    if (!self_p || !*self_p)
+        return;
+    reward_t *r = *self_p;
+    for (int i = 0; i < r->qlen; i++)
+        wire_free(&r->queue[i]);
+    free(r->queue);
+    exec_scorer_destroy(&r->exec);
+    if (r->sock)
+        zmq_close(r->sock);
+    wire_destroy(&r->wire);
+    free(r->names_buf);
+    free(r->hub);
+    free(r->name);
+    free(r);
+    *self_p = NULL;
+}
