@@ -610,6 +610,7 @@ typedef struct {
     double step, samples;  // NAN until seen
     double sps;            // samples_per_s
     double reward, eval;   // reward_mean, eval_accuracy (last seen)
+    double eval_first;     // the first eval_accuracy seen (the model before RL), NAN until then
     double lag_mean, lag_max;
     double q_work, q_score, q_learner; // queue depths, if the learner reports them
     double t_first, samples_first;     // for samples/s when samples_per_s is absent
@@ -1007,7 +1008,7 @@ static void metrics_init(metrics_t *m, const char *path) {
     memset(m, 0, sizeof *m);
     m->path = xstrdup(path);
     m->step = m->samples = m->sps = m->reward = m->eval = m->lag_mean = m->lag_max = NAN;
-    m->q_work = m->q_score = m->q_learner = NAN;
+    m->q_work = m->q_score = m->q_learner = m->eval_first = NAN;
     struct stat st;
     if (stat(path, &st) == 0) { // an earlier run's lines (e.g. before --resume): not ours
         m->skip_valid = 1;
@@ -1057,6 +1058,8 @@ static void metrics_line(metrics_t *m, const char *line) {
     jnum(o, "samples_per_s", &m->sps);
     jnum(o, "reward_mean", &m->reward);
     jnum(o, "eval_accuracy", &m->eval);
+    if (isnan(m->eval_first) && !isnan(m->eval))
+        m->eval_first = m->eval;
     jnum(o, "lag_mean", &m->lag_mean);
     jnum(o, "lag_max", &m->lag_max);
     jnum(o, "queue_work", &m->q_work);
@@ -1192,6 +1195,14 @@ static void summary_show(launcher_t *L) {
         printf(" %s %s", key, json_object_to_json_string_ext(val, JSON_C_TO_STRING_PLAIN));
     }
     printf("\n");
+    // The run's result in one line: the model before RL (first evaluation) and after it.
+    json_object *v;
+    double sampled = json_object_object_get_ex(L->m.summary, "sampled", &v)
+                         ? json_object_get_double(v) : NAN;
+    if (!isnan(L->m.eval_first))
+        printf("result: eval accuracy %.4f before RL -> %.4f after; %.0f trajectories sampled; "
+               "wall time %.1f s (all steps)\n",
+               L->m.eval_first, L->m.eval, sampled, rlx_now() - L->t0);
     fflush(stdout);
 }
 

@@ -8,8 +8,10 @@ characters matched position by position, times 0.5 (partial credit). Components 
     rlx-reward --hub tcp://127.0.0.1:5555 --scorer exact \
         --exec "/usr/bin/python3 examples/exec_scorer_example.py"
 """
+import argparse
 import json
 import sys
+import time
 
 
 def score(req):
@@ -23,7 +25,13 @@ def score(req):
 
 
 def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--delay-ms", type=float, default=0,
+                    help="wait this long before each reply (to play a slow judge)")
+    args = ap.parse_args()
     for line in sys.stdin:
+        if args.delay_ms > 0:
+            time.sleep(args.delay_ms / 1000)
         req = None
         try:
             req = json.loads(line)

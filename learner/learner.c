@@ -614,17 +614,19 @@ int learner_run(const learner_config_t *c) {
         if (hub)
             hub_counters(hub, &hc, 1000);
         double el = rlx_now() - t0, tok_n = glob[4] > 0 ? glob[4] : 1;
+        char eval_field[48] = "";
+        if (evaluated)
+            snprintf(eval_field, sizeof eval_field, "\"eval_accuracy\": %.4f, ", last_eval);
         fprintf(metrics,
                 "{\"step\": %lld, \"samples\": %lld, \"trained\": %lld, \"reward_mean\": %.5f, "
-                "%s%.4f%s\"lag_mean\": %.3f, \"lag_max\": %d, \"dropped_stale\": %lld, "
+                "%s\"lag_mean\": %.3f, \"lag_max\": %d, \"dropped_stale\": %lld, "
                 "\"dropped_invalid\": %lld, \"samples_per_s\": %.2f, \"loss\": %.6f, "
                 "\"kl\": %.6f, \"clip_frac\": %.4f, \"ratio_mean\": %.5f, \"grad_norm\": %.4f, "
                 "\"lr\": %.3e, \"sampled\": %llu, \"queue_work\": %u, \"queue_score\": %u, "
                 "\"queue_learner\": %u, \"actors\": %u, \"reward_workers\": %u, "
                 "\"policy_version\": %lld, \"elapsed_s\": %.2f}\n",
                 (long long)cnt.step, (long long)cnt.consumed, (long long)cnt.trained,
-                b.n ? rsum / b.n : 0.0, evaluated ? "\"eval_accuracy\": " : "",
-                evaluated ? last_eval : 0.0, evaluated ? ", " : "", b.n ? lag_sum / b.n : 0.0,
+                b.n ? rsum / b.n : 0.0, eval_field, b.n ? lag_sum / b.n : 0.0,
                 lag_max, (long long)cnt.dropped_stale,
                 (long long)(cnt.dropped_invalid + (int64_t)hc.dropped_invalid),
                 (cnt.consumed - samples_at_start) / (el > 0 ? el : 1), glob[0], glob[1] / tok_n,
@@ -668,14 +670,16 @@ int learner_run(const learner_config_t *c) {
                 "{\"summary\": true, \"step\": %lld, \"sampled\": %llu, \"trained\": %lld, "
                 "\"dropped_stale\": %lld, \"dropped_invalid\": %lld, \"dropped_score\": %llu, "
                 "\"dropped_shutdown\": %lld, \"duplicates\": %llu, \"in_flight\": %llu, "
-                "\"wire_errors\": %llu, \"elapsed_s\": %.2f}\n",
+                "\"wire_errors\": %llu, \"score_requeues\": %llu, \"expired_work\": %llu, "
+                "\"elapsed_s\": %.2f}\n",
                 (long long)cnt.step, (unsigned long long)sampled, (long long)cnt.trained,
                 (long long)cnt.dropped_stale,
                 (long long)(cnt.dropped_invalid + (int64_t)hc.dropped_invalid),
                 (unsigned long long)hc.dropped_score,
                 (long long)(cnt.dropped_shutdown + (int64_t)hc.dropped_shutdown),
                 (unsigned long long)hc.duplicates, (unsigned long long)in_flight,
-                (unsigned long long)hc.wire_errors, rlx_now() - t0);
+                (unsigned long long)hc.wire_errors, (unsigned long long)hc.score_requeues,
+                (unsigned long long)hc.expired_work, rlx_now() - t0);
         fflush(metrics);
         printf("summary: sampled %llu trained %lld dropped_stale %lld dropped_invalid %lld "
                "dropped_score %llu dropped_shutdown %lld in_flight %llu\n",

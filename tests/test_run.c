@@ -14,12 +14,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include "arith.h"
 #include "gpt.h"
 #include "rng.h"
 #include "testutil.h"
 #include "trajlog.h"
+#include "util.h"
 
 static char dir[256];
 
@@ -246,6 +249,380 @@ static void test_mpi(void) {
     check_accounting(mp);
 }
 
+// ---- whole runs: learner + actors + reward workers as separate processes -----------------
+
+// Processes of one run, so that a failing check still stops them all.
+typedef struct {
+    pid_t pid[16];   // learner (mpirun) first, then workers
+    char name[16][32];
+    int n;
+} procs_t;
+
+static pid_t procs_add(procs_t *ps, const char *name, pid_t pid) {
+    TU_CHECK(pid > 0, "could not start %s", name);
+    if (ps->n < 16 && pid > 0) {
+        ps->pid[ps->n] = pid;
+        snprintf(ps->name[ps->n], sizeof ps->name[ps->n], "%s", name);
+        ps->n++;
+    }
+    return pid;
+}
+
+// Stops what is still running: SIGTERM, 10 s, SIGKILL; everything is reaped.
+static void procs_stop(procs_t *ps) {
+    for (int i = 0; i < ps->n; i++)
+        if (ps->pid[i] > 0)
+            kill(ps->pid[i], SIGTERM);
+    for (int i = 0; i < ps->n; i++)
+        if (ps->pid[i] > 0) {
+            int st = tu_wait(ps->pid[i], 10);
+            if (st != 0 && st != 128 + SIGTERM)
+                printf("%s exited %d\n", ps->name[i], st);
+            ps->pid[i] = 0;
+        }
+}
+
+static void mark_gone(procs_t *ps, pid_t pid) {
+    for (int i = 0; i < ps->n; i++)
+        if (ps->pid[i] == pid)
+            ps->pid[i] = 0;
+}
+
+// The latest "step" of a metrics file (-1 if none yet).
+static double metrics_step(const char *path) {
+    json_object *o = last_line_with(path, "samples");
+    double s = o ? jnum(o, "step") : -1;
+    json_object_put(o);
+    return isnan(s) ? -1 : s;
+}
+
+// Waits until the learner's metrics reach `step`; 0, or -1 after timeout_s or if it exited.
+static int wait_step(const char *metrics, double step, pid_t learner, double timeout_s) {
+    double t0 = rlx_now();
+    while (rlx_now() - t0 < timeout_s) {
+        if (metrics_step(metrics) >= step)
+            return 0;
+        if (waitpid(learner, NULL, WNOHANG) == learner)
+            return -1;
+        usleep(100000);
+    }
+    return -1;
+}
+
+// Every line of a metrics file is a JSON object; step lines carry the documented keys.
+static void check_metrics_lines(const char *path) {
+    static const char *const keys[] = {"step", "samples", "reward_mean", "lag_mean", "lag_max",
+                                       "dropped_stale", "dropped_invalid", "samples_per_s", NULL};
+    char *text = tu_read_file(path, NULL);
+    TU_CHECK(text != NULL, "no metrics file %s", path);
+    int lines = 0, bad = 0, steps = 0;
+    for (char *line = text ? strtok(text, "\n") : NULL; line; line = strtok(NULL, "\n")) {
+        lines++;
+        json_object *o = json_tokener_parse(line);
+        if (!o || !json_object_is_type(o, json_type_object)) {
+            if (bad++ == 0)
+                fprintf(stderr, "not a JSON object: %s\n", line);
+        } else if (json_object_object_get_ex(o, "trained", NULL) &&
+                   !json_object_object_get_ex(o, "summary", NULL)) { // a training step's line
+            steps++;
+            for (int k = 0; keys[k]; k++)
+                if (!json_object_object_get_ex(o, keys[k], NULL)) {
+                    if (bad++ == 0)
+                        fprintf(stderr, "no \"%s\" in: %s\n", keys[k], line);
+                }
+        }
+        json_object_put(o);
+    }
+    free(text);
+    TU_CHECK(bad == 0 && steps > 0, "%s: %d lines, %d step lines, %d bad", path, lines, steps,
+             bad);
+}
+
+// Makes the addition task in DIR/task and a model: pretrained for `steps` (0 = random init).
+static void make_task_and_model(int steps) {
+    const char *task[] = {tu_bin_path("rlx-task-add"), "--dir", P("task"), "--noise", "0.4",
+                          "--lines", "20000", "--seed", "1", NULL};
+    TU_CHECK(tu_run((char *const *)task, P("task.log"), 60) == 0, "rlx-task-add failed");
+    if (steps == 0) {
+        gpt_config_t cfg = {.n_layer = 2, .n_embd = 32, .n_head = 4, .ctx_len = 16,
+                            .vocab = GPT_VOCAB};
+        gpt_t *m = gpt_new(&cfg, 1, 3);
+        char err[256];
+        TU_CHECK(gpt_save(m, P("model.ckpt"), NULL, 0, err, sizeof err) == 0, "%s", err);
+        gpt_destroy(&m);
+        return;
+    }
+    char nsteps[16];
+    snprintf(nsteps, sizeof nsteps, "%d", steps);
+    const char *pre[] = {tu_bin_path("rlx-pretrain"), "--data", P("task/corpus.txt"), "--out",
+                         P("model.ckpt"), "--layers", "2", "--dim", "64", "--heads", "4",
+                         "--ctx", "16", "--batch", "64", "--steps", nsteps, "--lr", "3e-3",
+                         "--threads", "1", "--seed", "1", "--eval-every", "0", NULL};
+    double t0 = rlx_now();
+    TU_CHECK(tu_run((char *const *)pre, P("pretrain.log"), 240) == 0, "rlx-pretrain failed (%s)",
+             P("pretrain.log"));
+    printf("pretrained %d steps in %.1f s\n", steps, rlx_now() - t0);
+}
+
+// Starts the learner on port `port` with the common flags plus `extra` (NULL-terminated).
+static pid_t run_learner(procs_t *ps, int port, const char *const *extra) {
+    char bind[64];
+    snprintf(bind, sizeof bind, "tcp://*:%d", port);
+    args_t a = {0};
+    const char *common[] = {"--bind", bind, "--run-id", "test-run", "--init", P("model.ckpt"),
+                            "--out", P("rl"), "--metrics", P("metrics.jsonl"),
+                            "--train-prompts", P("task/train.tsv"), "--eval-prompts",
+                            P("task/eval.tsv"), "--heartbeat-ms", "200", "--ckpt-every", "0",
+                            NULL};
+    addv(&a, common);
+    addv(&a, extra);
+    add(&a, "--threads");
+    add(&a, "1");
+    pid_t pid = start_learner(1, (const char *const *)a.v, P("learner.log"));
+    args_free(&a);
+    return procs_add(ps, "learner", pid);
+}
+
+static pid_t run_worker(procs_t *ps, const char *bin, const char *name, int port,
+                        const char *const *extra) {
+    char hub[64], log[64];
+    snprintf(hub, sizeof hub, "tcp://127.0.0.1:%d", port);
+    snprintf(log, sizeof log, "%s.log", name);
+    args_t a = {0};
+    const char *common[] = {"--hub", hub, "--name", name, "--run-id", "test-run", NULL};
+    addv(&a, common);
+    if (extra)
+        addv(&a, extra);
+    pid_t pid = start_worker(bin, (const char *const *)a.v, P(log));
+    args_free(&a);
+    return procs_add(ps, name, pid);
+}
+
+static const char *const ACTOR_ARGS[] = {"--threads", "1", NULL};
+
+// ---- e2e: the demo, shortened ---------------------------------------------------------------
+
+static void test_e2e(void) {
+    make_task_and_model(1200);
+    procs_t ps = {0};
+    const char *largs[] = {"--batch", "64", "--k", "8", "--steps", "250", "--lr", "2e-4",
+                           "--eval-every", "50", "--eval-n", "1000", "--max-learner-queue",
+                           "128", "--max-in-flight", "256", NULL};
+    pid_t learner = run_learner(&ps, 5871, largs);
+    const char *rargs[] = {"--scorer", "exact", NULL};
+    run_worker(&ps, "rlx-actor", "actor-0", 5871, ACTOR_ARGS);
+    run_worker(&ps, "rlx-actor", "actor-1", 5871, ACTOR_ARGS);
+    run_worker(&ps, "rlx-reward", "reward-0", 5871, rargs);
+    run_worker(&ps, "rlx-reward", "reward-1", 5871, rargs);
+    double t0 = rlx_now();
+    int st = tu_wait(learner, 300);
+    mark_gone(&ps, learner);
+    printf("RL run: %.1f s\n", rlx_now() - t0);
+    TU_CHECK(st == 0, "learner exited %d (log %s)", st, P("learner.log"));
+    procs_stop(&ps);
+    double first, last;
+    eval_range(P("metrics.jsonl"), &first, &last);
+    printf("held-out sampled accuracy: %.4f before RL, %.4f after\n", first, last);
+    TU_CHECK(last >= first + 0.1, "accuracy %.4f -> %.4f: RL did not improve it by 0.1", first,
+             last);
+    check_metrics_lines(P("metrics.jsonl"));
+    check_accounting(P("metrics.jsonl"));
+}
+
+// ---- faults: kill -9 of workers mid-run, late joiners ------------------------------------------
+
+static void test_faults(void) {
+    make_task_and_model(0);
+    procs_t ps = {0};
+    // Deadlines short enough for a test: a silent worker is dead after 3 x 200 ms.
+    const char *largs[] = {"--batch", "32", "--k", "4", "--steps", "100000", "--max-samples",
+                           "12000", "--max-learner-queue", "256", "--max-in-flight", "512",
+                           "--work-deadline-ms", "3000", "--score-deadline-ms", "3000",
+                           "--score-batch", "8", "--eval-every", "0", "--lr", "1e-4",
+                           "--max-lag", "64", NULL};
+    pid_t learner = run_learner(&ps, 5872, largs);
+    // reward-0 is a slow judge (3 ms an item, 24 ms a request) through the --exec path.
+    char slow[600];
+    snprintf(slow, sizeof slow, "/usr/bin/python3 %s --delay-ms 3",
+             tu_src_path("examples/exec_scorer_example.py"));
+    const char *slow_args[] = {"--scorer", "exact", "--exec", slow, "--credits", "2", NULL};
+    const char *rargs[] = {"--scorer", "exact", NULL};
+    const char *holder_args[] = {"--threads", "1", "--credits", "2", NULL};
+    pid_t a0 = run_worker(&ps, "rlx-actor", "actor-0", 5872, holder_args);
+    pid_t a1 = run_worker(&ps, "rlx-actor", "actor-1", 5872, ACTOR_ARGS);
+    pid_t r0 = run_worker(&ps, "rlx-reward", "reward-0", 5872, slow_args);
+    pid_t r1 = run_worker(&ps, "rlx-reward", "reward-1", 5872, rargs);
+    const char *M = P("metrics.jsonl");
+    TU_CHECK(wait_step(M, 10, learner, 120) == 0, "the run did not reach step 10");
+    // Both are frozen first: they keep the credits they announced, so the hub goes on handing
+    // them work and score requests that they never answer; then they die holding those.
+    kill(a0, SIGSTOP);
+    kill(r0, SIGSTOP);
+    usleep(1500000);
+    printf("step %.0f: kill -9 reward-0 and actor-0\n", metrics_step(M));
+    kill(r0, SIGKILL);
+    kill(a0, SIGKILL);
+    tu_wait(r0, 10);
+    tu_wait(a0, 10);
+    mark_gone(&ps, r0);
+    mark_gone(&ps, a0);
+    double s1 = metrics_step(M);
+    TU_CHECK(wait_step(M, s1 + 10, learner, 120) == 0, "the run stalled after the kills");
+    // Late joiners; then the survivors of the first generation leave, so that the run can
+    // only finish if the new ones get work and score it.
+    printf("step %.0f: actor-2 and reward-2 join\n", metrics_step(M));
+    run_worker(&ps, "rlx-actor", "actor-2", 5872, ACTOR_ARGS);
+    run_worker(&ps, "rlx-reward", "reward-2", 5872, rargs);
+    double s2 = metrics_step(M);
+    TU_CHECK(wait_step(M, s2 + 5, learner, 120) == 0, "the run stalled after the joins");
+    printf("step %.0f: kill -9 actor-1 and reward-1\n", metrics_step(M));
+    kill(a1, SIGKILL);
+    kill(r1, SIGKILL);
+    tu_wait(a1, 10);
+    tu_wait(r1, 10);
+    mark_gone(&ps, a1);
+    mark_gone(&ps, r1);
+    int st = tu_wait(learner, 240);
+    mark_gone(&ps, learner);
+    TU_CHECK(st == 0, "learner exited %d (log %s)", st, P("learner.log"));
+    procs_stop(&ps);
+    check_metrics_lines(M);
+    check_accounting(M);
+    json_object *s = last_line_with(M, "summary");
+    TU_CHECK(jnum(s, "trained") >= 12000 - 64 - jnum(s, "dropped_stale"), "trained %.0f of 12000",
+             jnum(s, "trained"));
+    TU_CHECK(jnum(s, "score_requeues") > 0, "no score request was requeued: did reward-0 hold "
+             "any when it was killed?");
+    TU_CHECK(jnum(s, "expired_work") > 0, "no work item expired: did actor-0 hold any?");
+    json_object_put(s);
+}
+
+// ---- exec and python: the run's rewards come from one external scorer ------------------------
+
+// Decodes a response (bytes before EOS); 0 if it holds anything but printable ASCII.
+static int ascii_response(const Rlx__TextTrajectory *x, char *out, size_t cap) {
+    size_t n = 0;
+    for (size_t i = 0; i < x->n_response_tokens && n + 1 < cap; i++) {
+        uint32_t t = x->response_tokens[i];
+        if (t == GPT_TOK_EOS)
+            break;
+        if (t < 32 || t > 126)
+            return 0;
+        out[n++] = (char)t;
+    }
+    out[n] = 0;
+    return 1;
+}
+
+// Checks every logged reward against `expect`; returns how many had partial credit.
+static int check_logged_rewards(double (*expect)(const char *resp, const char *target)) {
+    char err[256];
+    trajlog_t *t = trajlog_open_read(P("trajectories.log"), err, sizeof err);
+    TU_CHECK(t != NULL, "%s", err);
+    if (!t)
+        return 0;
+    wire_t *w = wire_new("test", 0, "test-run");
+    Rlx__Envelope *env;
+    int n = 0, checked = 0, partial = 0, wrong = 0, ones = 0;
+    while (trajlog_read(t, w, &env, err, sizeof err) == 1) {
+        const Rlx__TrajectoryBatch *tb = env->trajectory_batch;
+        for (size_t i = 0; tb && i < tb->n_trajectories; i++) {
+            const Rlx__Trajectory *tr = tb->trajectories[i];
+            n++;
+            char resp[64], prompt[16], target[8];
+            const Rlx__TextTrajectory *x = tr->text;
+            if (!x || !ascii_response(x, resp, sizeof resp) || x->n_prompt_tokens != 7)
+                continue;
+            for (int j = 0; j < 6; j++) // BOS then "aa+bb="
+                prompt[j] = (char)x->prompt_tokens[j + 1];
+            prompt[6] = 0;
+            arith_target(atoi(prompt), atoi(prompt + 3), target);
+            double want = expect(resp, target);
+            checked++;
+            partial += want > 0 && want < 1;
+            ones += want == 1;
+            if (fabs(tr->reward - want) > 1e-5 && wrong++ < 3)
+                fprintf(stderr, "%s%s: reward %g, want %g (target %s)\n", prompt, resp,
+                        tr->reward, want, target);
+        }
+        wire_free(&env);
+    }
+    printf("logged %d trajectories, %d checked (%d partial credit, %d exact), %d wrong\n", n,
+           checked, partial, ones, wrong);
+    TU_CHECK(n > 0 && checked >= n / 2, "too few checkable trajectories (%d of %d)", checked, n);
+    TU_CHECK(wrong == 0, "%d rewards are not the scorer's", wrong);
+    TU_CHECK(ones > 0, "no exact answer among %d: a scorer that always says 0 would pass", n);
+    trajlog_close(&t);
+    wire_destroy(&w);
+    return partial;
+}
+
+static double expect_exec_example(const char *resp, const char *target) {
+    if (!strcmp(resp, target))
+        return 1.0;
+    size_t lr = strlen(resp), lt = strlen(target), n = lr > lt ? lr : lt, same = 0;
+    for (size_t i = 0; i < lr && i < lt; i++)
+        same += resp[i] == target[i];
+    return n ? 0.5 * (double)same / (double)n : 1.0;
+}
+
+static double expect_exact(const char *resp, const char *target) {
+    return !strcmp(resp, target);
+}
+
+// A short run whose only reward worker is `worker` (argv after the binary, NULL-terminated),
+// serving `scorer`; the learner logs every scored trajectory.
+static void run_with_scorer(int port, const char *scorer, const char *const *worker) {
+    make_task_and_model(600);
+    procs_t ps = {0};
+    const char *largs[] = {"--scorer", scorer, "--batch", "32", "--k", "4", "--steps", "20",
+                           "--eval-every", "0", "--trajectory-log", P("trajectories.log"), NULL};
+    pid_t learner = run_learner(&ps, port, largs);
+    run_worker(&ps, "rlx-actor", "actor-0", port, ACTOR_ARGS);
+    char hub[64];
+    snprintf(hub, sizeof hub, "tcp://127.0.0.1:%d", port);
+    args_t a = {0};
+    addv(&a, worker);
+    add(&a, "--hub");
+    add(&a, hub);
+    procs_add(&ps, "scorer", tu_spawn(a.v, P("scorer.log")));
+    args_free(&a);
+    int st = tu_wait(learner, 180);
+    mark_gone(&ps, learner);
+    TU_CHECK(st == 0, "learner exited %d (log %s)", st, P("learner.log"));
+    procs_stop(&ps);
+    check_metrics_lines(P("metrics.jsonl"));
+    check_accounting(P("metrics.jsonl"));
+    json_object *s = last_line_with(P("metrics.jsonl"), "summary");
+    TU_CHECK(jnum(s, "trained") >= 20 * 32, "trained %.0f, want 640", jnum(s, "trained"));
+    TU_CHECK(jnum(s, "dropped_score") == 0, "%.0f trajectories not scored",
+             jnum(s, "dropped_score"));
+    json_object_put(s);
+}
+
+static void test_exec(void) {
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s", tu_src_path("examples/exec_scorer_example.py"));
+    char bin[512]; // tu_bin_path's buffers are reused by later calls
+    snprintf(bin, sizeof bin, "%s", tu_bin_path("rlx-reward"));
+    const char *worker[] = {bin, "--name", "reward-exec", "--scorer",
+                            "exec_partial", "--exec", cmd, NULL};
+    run_with_scorer(5873, "exec_partial", worker);
+    int partial = check_logged_rewards(expect_exec_example);
+    TU_CHECK(partial > 0, "no partial-credit reward: were the rewards the external scorer's?");
+}
+
+static void test_python(void) {
+    char script[512], cache[512]; // tu_src_path's and P's buffers are reused by later calls
+    snprintf(script, sizeof script, "%s", tu_src_path("examples/python_reward_worker.py"));
+    snprintf(cache, sizeof cache, "%s", P("proto-cache"));
+    const char *worker[] = {"/usr/bin/python3", script, "--name", "py-worker", "--proto-cache",
+                            cache, NULL};
+    run_with_scorer(5874, "py_exact", worker);
+    int partial = check_logged_rewards(expect_exact);
+    TU_CHECK(partial == 0, "py_exact gives 0 or 1, not partial credit");
+}
+
 int main(int argc, char **argv) {
     setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
     setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
@@ -258,6 +635,14 @@ int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "mpi";
     if (!strcmp(mode, "mpi"))
         test_mpi();
+    else if (!strcmp(mode, "e2e"))
+        test_e2e();
+    else if (!strcmp(mode, "faults"))
+        test_faults();
+    else if (!strcmp(mode, "exec"))
+        test_exec();
+    else if (!strcmp(mode, "python"))
+        test_python();
     else {
         fprintf(stderr, "usage: test_run mpi|e2e|faults|exec|python\n");
         return 2;
