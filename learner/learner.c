@@ -120,13 +120,38 @@ typedef struct {
     int64_t dropped_invalid; // refused by the learner (does not fit the context, bad kind)
     int64_t dropped_shutdown; // taken but not trained when the run stopped
     int64_t replay_read;     // trajectories read from the replay log
+    hub_counters_t hub_prev; // the hubs' run-long counters of earlier runs (before --resume)
 } learner_counts_t;
 
 // Checkpoint extra section: learner state for --resume.
 typedef struct {
-    char magic[8];          // "RLXLRN1\0"
+    char magic[8];          // "RLXLRN2\0"
     learner_counts_t counts; // counters at the time of the checkpoint
 } learner_state_t;
+
+// Adds the run-long hub counters (not queue depths) of earlier runs to k, so that
+// sampled = trained + dropped holds across --resume.
+static void add_earlier_runs(hub_counters_t *k, const hub_counters_t *prev) {
+    k->sampled += prev->sampled;
+    k->delivered += prev->delivered;
+    k->dropped_invalid += prev->dropped_invalid;
+    k->dropped_score += prev->dropped_score;
+    k->dropped_shutdown += prev->dropped_shutdown;
+    k->duplicates += prev->duplicates;
+    k->wire_errors += prev->wire_errors;
+    k->late_replies += prev->late_replies;
+    k->expired_work += prev->expired_work;
+    k->score_requeues += prev->score_requeues;
+}
+
+// The hub's counters now (zero without a hub), earlier runs included.
+static hub_counters_t hub_totals(hub_t *hub, const hub_counters_t *prev) {
+    hub_counters_t k = {0};
+    if (hub)
+        hub_counters(hub, &k, 1000);
+    add_earlier_runs(&k, prev);
+    return k;
+}
 
 // Adds the text trajectories of one TrajectoryBatch envelope to b (rank 0). Those that cannot
 // be trained on here are counted.
@@ -353,10 +378,13 @@ static void *weights_blob(const gpt_t *m, const char *dir, size_t *len) {
     return buf;
 }
 
-static int save_checkpoint(const gpt_t *m, const char *dir, const learner_counts_t *cnt) {
+// hc: the hub's totals now (hub_totals), stored as the earlier runs' counters of a resume.
+static int save_checkpoint(const gpt_t *m, const char *dir, const learner_counts_t *cnt,
+                           const hub_counters_t *hc) {
     char path[4096], err[512];
     snprintf(path, sizeof path, "%s/learner.ckpt", dir);
-    learner_state_t st = {.magic = "RLXLRN1", .counts = *cnt};
+    learner_state_t st = {.magic = "RLXLRN2", .counts = *cnt};
+    st.counts.hub_prev = *hc;
     if (gpt_save(m, path, &st, sizeof st, err, sizeof err) != 0) {
         fprintf(stderr, "rlx-learner: checkpoint not written: %s\n", err);
         return -1;
@@ -412,8 +440,11 @@ int learner_run(const learner_config_t *c) {
         } else if (resuming) {
             uint64_t n = 0;
             const learner_state_t *st = ckpt_section(ck, "extra", &n);
-            if (st && n == sizeof *st && !memcmp(st->magic, "RLXLRN1", 8))
+            if (st && n == sizeof *st && !memcmp(st->magic, "RLXLRN2", 8))
                 cnt = st->counts;
+            else
+                fprintf(stderr, "rlx-learner: %s has no learner state (counters start at 0; "
+                                "the model and optimizer are resumed)\n", path);
             printf("rlx-learner: resumed from %s at step %lld\n", path, (long long)cnt.step);
         } else {
             // Starting from a pretrained model: fresh optimizer.
@@ -610,9 +641,7 @@ int learner_run(const learner_config_t *c) {
         double rsum = 0;
         for (int i = 0; i < b.n; i++)
             rsum += b.reward[i];
-        hub_counters_t hc = {0};
-        if (hub)
-            hub_counters(hub, &hc, 1000);
+        hub_counters_t hc = hub_totals(hub, &cnt.hub_prev);
         double el = rlx_now() - t0, tok_n = glob[4] > 0 ? glob[4] : 1;
         char eval_field[48] = "";
         if (evaluated)
@@ -643,7 +672,7 @@ int learner_run(const learner_config_t *c) {
             printf("eval step %lld accuracy %.4f\n", (long long)cnt.step, last_eval);
         fflush(stdout);
         if (c->ckpt_every > 0 && cnt.step % c->ckpt_every == 0)
-            save_checkpoint(m, c->out, &cnt);
+            save_checkpoint(m, c->out, &cnt, &hc);
         if (cnt.step >= c->steps || (c->max_samples > 0 && cnt.consumed >= c->max_samples))
             finish = 1; // told to the other ranks with the next batch header
     }
@@ -652,10 +681,12 @@ int learner_run(const learner_config_t *c) {
     if (rank == 0) {
         if (stop_signal)
             printf("rlx-learner: signal %d: checkpointing and stopping\n", (int)stop_signal);
-        save_checkpoint(m, c->out, &cnt);
+        // Settle what is in flight first, so that the checkpoint's counters are final.
         hub_counters_t hc = {0};
         if (hub)
             hub_drain(hub, 5000, &hc);
+        add_earlier_runs(&hc, &cnt.hub_prev);
+        save_checkpoint(m, c->out, &cnt, &hc);
         if (eval_sampler && !stop_signal) {
             last_eval = evaluate(m, eval_sampler, smax, &evalp, eval_scorer, c);
             fprintf(metrics, "{\"step\": %lld, \"samples\": %lld, \"eval_accuracy\": %.4f, "

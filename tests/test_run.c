@@ -4,11 +4,13 @@
 //   test_run e2e     — pretrain, then learner + 2 actors + 2 reward workers: held-out
 //                      accuracy rises, and every sampled trajectory is accounted for.
 //   test_run faults  — kill -9 of a reward worker and of an actor mid-run, a worker started
-//                      later: the run goes on; sampled = trained + dropped, in_flight 0.
+//                      later, the learner stopped by SIGTERM and resumed: the run goes on;
+//                      sampled = trained + dropped, in_flight 0, across the restart.
 //   test_run exec    — the run's rewards come from an external --exec scorer only.
 //   test_run python  — the run's rewards come from the Python protobuf/ZeroMQ worker only.
 #include <json-c/json.h>
 #include <math.h>
+#include <dirent.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -288,6 +290,35 @@ static void mark_gone(procs_t *ps, pid_t pid) {
             ps->pid[i] = 0;
 }
 
+// SIGTERM to the learner's ranks (the children of mpirun), as rlx-launch does on Ctrl-C: a
+// SIGTERM to Open MPI's mpirun itself kills the ranks soon after and makes it exit 1.
+// Returns how many were signalled.
+static int term_ranks(pid_t mpirun) {
+    int n = 0;
+    DIR *d = opendir("/proc");
+    for (struct dirent *e = d ? readdir(d) : NULL; e; e = readdir(d)) {
+        char path[300], buf[512];
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t len = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[len] = 0;
+        const char *rp = strrchr(buf, ')'); // "pid (comm) state ppid ..."
+        int ppid = 0;
+        char state;
+        if (rp && sscanf(rp + 1, " %c %d", &state, &ppid) == 2 && ppid == mpirun &&
+            strstr(buf, "(rlx-learner)")) {
+            kill((pid_t)atoi(e->d_name), SIGTERM);
+            n++;
+        }
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
 // The latest "step" of a metrics file (-1 if none yet).
 static double metrics_step(const char *path) {
     json_object *o = last_line_with(path, "samples");
@@ -452,7 +483,8 @@ static void test_faults(void) {
     pid_t a1 = run_worker(&ps, "rlx-actor", "actor-1", 5872, ACTOR_ARGS);
     pid_t r0 = run_worker(&ps, "rlx-reward", "reward-0", 5872, slow_args);
     pid_t r1 = run_worker(&ps, "rlx-reward", "reward-1", 5872, rargs);
-    const char *M = P("metrics.jsonl");
+    char M[512]; // P's buffers are reused by later calls
+    snprintf(M, sizeof M, "%s", P("metrics.jsonl"));
     TU_CHECK(wait_step(M, 10, learner, 120) == 0, "the run did not reach step 10");
     // Both are frozen first: they keep the credits they announced, so the hub goes on handing
     // them work and score requests that they never answer; then they die holding those.
@@ -471,8 +503,8 @@ static void test_faults(void) {
     // Late joiners; then the survivors of the first generation leave, so that the run can
     // only finish if the new ones get work and score it.
     printf("step %.0f: actor-2 and reward-2 join\n", metrics_step(M));
-    run_worker(&ps, "rlx-actor", "actor-2", 5872, ACTOR_ARGS);
-    run_worker(&ps, "rlx-reward", "reward-2", 5872, rargs);
+    pid_t a2 = run_worker(&ps, "rlx-actor", "actor-2", 5872, ACTOR_ARGS);
+    pid_t r2 = run_worker(&ps, "rlx-reward", "reward-2", 5872, rargs);
     double s2 = metrics_step(M);
     TU_CHECK(wait_step(M, s2 + 5, learner, 120) == 0, "the run stalled after the joins");
     printf("step %.0f: kill -9 actor-1 and reward-1\n", metrics_step(M));
@@ -482,7 +514,39 @@ static void test_faults(void) {
     tu_wait(r1, 10);
     mark_gone(&ps, a1);
     mark_gone(&ps, r1);
-    int st = tu_wait(learner, 240);
+    double s4 = metrics_step(M);
+    TU_CHECK(wait_step(M, s4 + 5, learner, 120) == 0, "the late joiners got no work");
+    // The learner is stopped (SIGTERM: it settles what is in flight, checkpoints, exits 0)
+    // and started again with --resume, with new workers (the old ones leave when the hub
+    // says Bye); the step and the counters go on from the checkpoint.
+    TU_CHECK(term_ranks(learner) == 1, "the learner's rank was not found below mpirun");
+    int st = tu_wait(learner, 60);
+    mark_gone(&ps, learner);
+    TU_CHECK(st == 0, "learner exited %d on SIGTERM (log %s)", st, P("learner.log"));
+    int st_a2 = tu_wait(a2, 20), st_r2 = tu_wait(r2, 20);
+    mark_gone(&ps, a2);
+    mark_gone(&ps, r2);
+    TU_CHECK(st_a2 == 0 && st_r2 == 0, "actor-2 / reward-2 exited %d / %d after the hub's Bye",
+             st_a2, st_r2);
+    double s3 = metrics_step(M);
+    char err[256];
+    gpt_t *ck = gpt_load(P("rl/learner.ckpt"), 1, err, sizeof err);
+    TU_CHECK(ck && ck->ps.step == (int64_t)s3, "checkpoint at step %lld, metrics at %.0f (%s)",
+             ck ? (long long)ck->ps.step : -1LL, s3, ck ? "" : err);
+    gpt_destroy(&ck);
+    json_object *mid = last_line_with(M, "summary");
+    printf("step %.0f: learner stopped by SIGTERM (sampled %.0f), resumed\n", s3,
+           jnum(mid, "sampled"));
+    json_object_put(mid);
+    args_t resumed = {0};
+    addv(&resumed, largs);
+    add(&resumed, "--resume");
+    learner = run_learner(&ps, 5872, (const char *const *)resumed.v);
+    args_free(&resumed);
+    run_worker(&ps, "rlx-actor", "actor-3", 5872, ACTOR_ARGS);
+    run_worker(&ps, "rlx-reward", "reward-3", 5872, rargs);
+    TU_CHECK(wait_step(M, s3 + 5, learner, 120) == 0, "the resumed run did not go on");
+    st = tu_wait(learner, 240);
     mark_gone(&ps, learner);
     TU_CHECK(st == 0, "learner exited %d (log %s)", st, P("learner.log"));
     procs_stop(&ps);
