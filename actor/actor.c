@@ -22,6 +22,7 @@
 
 #include "bytetok.h"
 #include "ckpt.h"
+#include "gflow_actor.h"
 #include "gpt.h"
 #include "sampler.h"
 #include "util.h"
@@ -92,6 +93,7 @@ struct actor {
     // weights
     gpt_t *model;         // current policy (NULL before the first weights)
     sampler_t *sampler;   // sampler over model
+    gfn_policy_t *gfn;    // GFlowNet policy (gflow_actor.h), NULL unless its weights came
     uint64_t unavailable; // version the hub said it no longer holds (do not fetch again)
     fetch_t f;            // weight fetch in progress
     // work
@@ -187,13 +189,14 @@ static int open_socket(actor_t *a) {
 static int send_hello(actor_t *a) {
     if (open_socket(a) != 0)
         return -1;
-    Rlx__TrajectoryKind kinds[1] = {RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_TEXT};
+    Rlx__TrajectoryKind kinds[2] = {RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_TEXT,
+                                    RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_GFLOW};
     Rlx__Hello h = RLX__HELLO__INIT;
     h.role = RLX__ROLE__ROLE_ACTOR;
     h.worker_id = a->st.worker_id;
     h.name = a->name;
     h.agent = "rlx-actor 0.1";
-    h.n_trajectory_kinds = 1;
+    h.n_trajectory_kinds = 2;
     h.trajectory_kinds = kinds;
     h.credits = (uint32_t)a->cfg.credits;
     h.pid = (uint32_t)getpid();
@@ -358,9 +361,10 @@ static int install_weights(actor_t *a, const void *blob, size_t len, uint64_t ve
     ckpt_t *ck = ckpt_parse(blob, len, err, sizeof err);
     if (!ck)
         goto refused;
-    if (ckpt_kind(ck) != CKPT_KIND_GPT) {
-        snprintf(err, sizeof err, "checkpoint holds model kind %u, the actor samples gpt (%d)",
-                 ckpt_kind(ck), CKPT_KIND_GPT);
+    if (ckpt_kind(ck) != CKPT_KIND_GPT && ckpt_kind(ck) != CKPT_KIND_GFN) {
+        snprintf(err, sizeof err,
+                 "checkpoint holds model kind %u, the actor samples gpt (%d) and gflownet (%d)",
+                 ckpt_kind(ck), CKPT_KIND_GPT, CKPT_KIND_GFN);
         goto refused;
     }
     const int32_t *cfg = ckpt_config(ck);
@@ -372,7 +376,10 @@ static int install_weights(actor_t *a, const void *blob, size_t len, uint64_t ve
             goto refused;
         }
     }
-    if (a->model && config_matches(&a->model->cfg, cfg)) {
+    if (ckpt_kind(ck) == CKPT_KIND_GFN) {
+        if (gflow_actor_install(&a->gfn, ck, err, sizeof err) != 0)
+            goto refused;
+    } else if (a->model && config_matches(&a->model->cfg, cfg)) {
         if (paramset_load(&a->model->ps, ck, err, sizeof err) != 0)
             goto refused;
     } else {
@@ -704,17 +711,35 @@ cleanup:
 static int can_start(const actor_t *a) {
     if (a->qlen == 0)
         return 0;
-    if (!a->model)
+    if (a->queue[0]->work_item->gflow ? !a->gfn : !a->model)
         return 0;
     uint64_t want = a->queue[0]->work_item->policy_version;
     return !(want > a->st.policy_version && a->f.active && a->f.version >= want);
+}
+
+// Samples and sends a GFlowNet work item (gflow_actor.h); frees env.
+static void gflow_item(actor_t *a, Rlx__Envelope *env) {
+    const Rlx__WorkItem *it = env->work_item;
+    const char *why = "out of memory";
+    uint64_t seed = it->seed ? it->seed : a->cfg.seed ^ (it->work_id * 0x9E3779B97F4A7C15ull);
+    gflow_batch_t *gb = gflow_actor_sample(a->gfn, it, a->st.worker_id, a->st.trajectories + 1,
+                                           a->st.policy_version, seed, &why);
+    if (!gb) {
+        refuse_item(a, it->work_id, why);
+    } else if (send_env(a, gflow_batch_envelope(gb)) == WIRE_OK) {
+        a->st.items++;
+        a->st.trajectories += (uint64_t)gflow_batch_count(gb);
+        a->st.tokens += gflow_batch_transitions(gb);
+    }
+    gflow_batch_destroy(&gb);
+    wire_free(&env);
 }
 
 // Advances the sampling work by one slice. Returns 1 if it did something.
 static int work_step(actor_t *a) {
     if (!a->job.env) {
         if (!can_start(a)) {
-            if (a->qlen > 0 && !a->model && !a->f.active)
+            if (a->qlen > 0 && !a->model && !a->gfn && !a->f.active)
                 log_once(a, LOG_NO_WEIGHTS,
                          "holding a work item but no weights: waiting for a WeightAnnounce");
             return 0;
@@ -722,6 +747,11 @@ static int work_step(actor_t *a) {
         Rlx__Envelope *env = a->queue[0];
         memmove(a->queue, a->queue + 1, (size_t)(a->qlen - 1) * sizeof *a->queue);
         a->qlen--;
+        if (env->work_item->gflow) { // sampled whole, at once
+            gflow_item(a, env);
+            send_work_request(a);
+            return 1;
+        }
         if (job_start(a, env) != 0) {
             send_work_request(a);
             return 1;
@@ -948,6 +978,7 @@ void actor_destroy(actor_t **self_p) {
     fetch_reset(&a->f);
     sampler_destroy(&a->sampler);
     gpt_destroy(&a->model);
+    gfn_policy_destroy(&a->gfn);
     if (a->sock)
         zmq_close(a->sock);
     wire_destroy(&a->wire);

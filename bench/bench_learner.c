@@ -7,12 +7,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "adamw.h"
 #include "gpt.h"
 #include "layers.h"
 #include "rng.h"
 #include "util.h"
+
+// CPU seconds used by the whole process so far (all threads).
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 // Best-of-5 rate of an n x n x n sgemm, GFLOP/s, with the threads currently set.
 static double sgemm_gflops(int n) {
@@ -77,7 +85,7 @@ int main(int argc, char **argv) {
            threads, coretype ? coretype : "(unset)");
     printf("model L=%d C=%d NH=%d T=%d V=%d: %zu parameters; batch %d\n", cfg.n_layer,
            cfg.n_embd, cfg.n_head, T, cfg.vocab, m->ps.n, B);
-    double t_steps = 0, loss = 0;
+    double t_steps = 0, cpu_steps = 0, loss = 0;
     for (int s = 0; s < warmup + steps; s++) {
         for (int i = 0; i < B; i++) {
             for (int t = 0; t <= T; t++)
@@ -85,21 +93,28 @@ int main(int argc, char **argv) {
             memcpy(in + i * T, tok + i * (T + 1), T * sizeof(int));
             memcpy(tg + i * T, tok + i * (T + 1) + 1, T * sizeof(int));
         }
-        double t0 = rlx_now();
+        double t0 = rlx_now(), c0 = cpu_now();
         gpt_forward(m, in, tg, B, T);
         loss = gpt_mle_loss(m, NULL, NULL);
         paramset_zero_grad(&m->ps);
         gpt_backward(m);
         adamw_step(&m->ps, &opt);
-        double dt = rlx_now() - t0;
-        if (s >= warmup)
+        double dt = rlx_now() - t0, dc = cpu_now() - c0;
+        if (s >= warmup) {
             t_steps += dt;
+            cpu_steps += dc;
+        }
     }
     double tps = (double)steps * B * T / t_steps;
     double flops = gpt_flops_per_step(&cfg, B, T) * steps / t_steps / 1e9;
     double peak = sgemm_gflops(1024);
     printf("steps %d (after %d warm-up), %.2f ms/step, final loss %.4f\n", steps, warmup,
            1e3 * t_steps / steps, loss);
+    // CPU time is the figure to compare on a shared machine at 1 thread: other processes
+    // stretch the wall time of a step but not the CPU time it needs. (At more threads it also
+    // counts libgomp's spin-waiting, so compare wall times there.)
+    printf("cpu_ms_per_step %.2f cpu_tokens_per_s %.0f\n", 1e3 * cpu_steps / steps,
+           (double)steps * B * T / cpu_steps);
     printf("model_gflops %.1f sgemm_gflops %.1f mfu %.3f\n", flops, peak, flops / peak);
     printf("tokens_per_s %.0f\n", tps);
     free(tok);

@@ -664,26 +664,28 @@ static double run_raw(const char *ep, long n, int size, double timeout_s, double
 
 static void usage(FILE *f) {
     fprintf(f, "usage: rlx-bench-transport [--trajectories 200000] [--actors 2] [--workers 2]\n"
-               "         [--size 1024] [--transport tcp|ipc] [--port P] [--prompts-per-item 8]\n"
-               "         [--k 4] [--score-batch 32] [--actor-credits 2] [--worker-credits 2]\n"
+               "         [--size 1024] [--transport tcp|ipc] [--port P] [--prompts-per-item N]\n"
+               "         [--k N] [--score-batch N] [--actor-credits 2] [--worker-credits 2]\n"
                "         [--max-in-flight N] [--max-learner-queue N] [--take-max 256]\n"
                "         [--repeat 3] [--timeout-s 120] [--mode both|ours|raw]\n"
                "Trajectories/s through the real hub (fake actors, reward workers and learner\n"
                "with no model) vs raw ZeroMQ PUSH/PULL messages/s of --size bytes; the last line\n"
-               "is `ratio_vs_raw R` (medians over --repeat runs). max-in-flight and\n"
-               "max-learner-queue default to hub_defaults().\n");
+               "is `ratio_vs_raw R` (medians over --repeat runs). prompts-per-item, k,\n"
+               "score-batch, max-in-flight and max-learner-queue default to hub_defaults()\n"
+               "(what rlx-learner runs with).\n");
 }
 
 int main(int argc, char **argv) {
+    hub_config_t hd = hub_defaults();
     opts_t o = {.trajectories = 200000,
                 .actors = 2,
                 .workers = 2,
                 .size = 1024,
                 .transport = "tcp",
                 .port = bench_default_port(),
-                .prompts_per_item = 8,
-                .k = 4,
-                .score_batch = 32,
+                .prompts_per_item = hd.prompts_per_item,
+                .k = hd.samples_per_prompt,
+                .score_batch = hd.score_batch,
                 .actor_credits = 2,
                 .worker_credits = 2,
                 .take_max = 256,

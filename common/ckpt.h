@@ -18,7 +18,7 @@
 #define CKPT_CONFIG_LEN 16
 #define CKPT_NAME_LEN 16
 
-enum { CKPT_KIND_GPT = 1, CKPT_KIND_MLP = 2 };
+enum { CKPT_KIND_GPT = 1, CKPT_KIND_MLP = 2, CKPT_KIND_GFN = 3 }; // GFN: gfn_ckpt.h
 
 typedef struct {
     const char *name; // at most CKPT_NAME_LEN-1 characters

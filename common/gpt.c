@@ -39,32 +39,38 @@ static void param_sizes(const gpt_config_t *c, size_t s[GPT_NUM_PARAM_TENSORS]) 
 }
 
 // Sizes of the activation tensors for a (B, T) batch, in gpt_acts_t order. With grad set,
-// the tensors the backward pass never needs a gradient for are 0.
+// the sizes of their gradients: the backward pass walks the layers one at a time and needs a
+// layer's activation gradients only while it is in that layer, so they are one layer's worth,
+// reused by every layer (they stay in cache, and the per-step zeroing shrinks L-fold). The
+// residual stream's gradient is one running (B,T,C) buffer, residual3, that each layer adds
+// to in place; residual_backward would only copy it (encoded, attproj, residual2 and fcproj
+// get no buffer). Tensors needing no gradient are 0.
 static void act_sizes(const gpt_config_t *c, size_t B, size_t T, int grad,
                       size_t s[GPT_NUM_ACTS]) {
     size_t L = c->n_layer, C = c->n_embd, NH = c->n_head, V = c->vocab, BT = B * T;
+    size_t Lg = grad ? 1 : L; // layers a tensor holds
     size_t i = 0;
-    s[i++] = BT * C;                    // encoded
-    s[i++] = L * BT * C;                // ln1
-    s[i++] = grad ? 0 : L * BT;         // ln1_mean
-    s[i++] = grad ? 0 : L * BT;         // ln1_rstd
-    s[i++] = L * BT * 3 * C;            // qkv
-    s[i++] = L * BT * C;                // atty
+    s[i++] = grad ? 0 : BT * C;             // encoded
+    s[i++] = Lg * BT * C;                   // ln1
+    s[i++] = grad ? 0 : L * BT;             // ln1_mean
+    s[i++] = grad ? 0 : L * BT;             // ln1_rstd
+    s[i++] = Lg * BT * 3 * C;               // qkv
+    s[i++] = Lg * BT * C;                   // atty
     s[i++] = grad ? 0 : L * B * NH * T * T; // att
-    s[i++] = L * BT * C;                // attproj
-    s[i++] = L * BT * C;                // residual2
-    s[i++] = L * BT * C;                // ln2
-    s[i++] = grad ? 0 : L * BT;         // ln2_mean
-    s[i++] = grad ? 0 : L * BT;         // ln2_rstd
-    s[i++] = L * BT * 4 * C;            // fch
-    s[i++] = L * BT * 4 * C;            // fch_gelu
-    s[i++] = L * BT * C;                // fcproj
-    s[i++] = L * BT * C;                // residual3
-    s[i++] = BT * C;                    // lnf
-    s[i++] = grad ? 0 : BT;             // lnf_mean
-    s[i++] = grad ? 0 : BT;             // lnf_rstd
-    s[i++] = BT * V;                    // logits
-    s[i++] = grad ? 0 : BT;             // lse
+    s[i++] = grad ? 0 : L * BT * C;         // attproj
+    s[i++] = grad ? 0 : L * BT * C;         // residual2
+    s[i++] = Lg * BT * C;                   // ln2
+    s[i++] = grad ? 0 : L * BT;             // ln2_mean
+    s[i++] = grad ? 0 : L * BT;             // ln2_rstd
+    s[i++] = Lg * BT * 4 * C;               // fch
+    s[i++] = Lg * BT * 4 * C;               // fch_gelu
+    s[i++] = grad ? 0 : L * BT * C;         // fcproj
+    s[i++] = Lg * BT * C;                   // residual3
+    s[i++] = BT * C;                        // lnf
+    s[i++] = grad ? 0 : BT;                 // lnf_mean
+    s[i++] = grad ? 0 : BT;                 // lnf_rstd
+    s[i++] = BT * V;                        // logits
+    s[i++] = grad ? 0 : BT;                 // lse
 }
 
 // Point the n float* fields of a struct at consecutive slices of base; returns floats used.
@@ -241,44 +247,45 @@ void gpt_backward(gpt_t *m) {
     size_t btc = (size_t)BT * C;
     gpt_params_t *w = &m->w, *g = &m->g;
     gpt_acts_t *a = &m->a, *d = &m->da;
+    // One layer's activation gradients (see act_sizes): ln1 | qkv | atty | ln2 | fch | fch_gelu
+    // are consecutive in the arena, 14 (B,T,C) slices, zeroed again before each layer.
+    size_t layer_grads = 14 * btc;
+    assert(d->fch_gelu + 4 * btc == d->ln1 + layer_grads);
+    float *dres = d->residual3; // (B,T,C) gradient of the residual stream, updated in place
 
-    // Activation gradients accumulate, so start from zero; the used part is one prefix.
-    size_t sg[GPT_NUM_ACTS];
-    act_sizes(c, B, T, 1, sg);
-    layers_zero(d->encoded, sum_sizes(sg, GPT_NUM_ACTS));
-
+    // Gradients accumulate, so start from zero.
+    layers_zero(dres, btc);
+    layers_zero(d->lnf, btc);
+    layers_zero(d->logits, (size_t)BT * V);
     logprob_backward(d->logits, m->dlogp, a->logits, a->lse, m->targets, BT, V);
     linear_backward(d->lnf, g->wte, NULL, d->logits, a->lnf, w->wte, BT, C, V);
-    const float *res_last = a->residual3 + (size_t)(L - 1) * btc;
-    float *dres_last = d->residual3 + (size_t)(L - 1) * btc;
-    layernorm_backward(dres_last, g->lnfw, g->lnfb, d->lnf, res_last, w->lnfw, a->lnf_mean,
-                       a->lnf_rstd, BT, C);
+    layernorm_backward(dres, g->lnfw, g->lnfb, d->lnf, a->residual3 + (size_t)(L - 1) * btc,
+                       w->lnfw, a->lnf_mean, a->lnf_rstd, BT, C);
     for (int l = L - 1; l >= 0; l--) {
         size_t lc = (size_t)l * C, lbt = (size_t)l * BT, o = l * btc;
         const float *res_in = l == 0 ? a->encoded : a->residual3 + o - btc;
-        float *dres_in = l == 0 ? d->encoded : d->residual3 + o - btc;
+        layers_zero(d->ln1, layer_grads);
 
-        residual_backward(d->residual2 + o, d->fcproj + o, d->residual3 + o, btc);
-        linear_backward(d->fch_gelu + 4 * o, g->fcprojw + 4 * lc * C, g->fcprojb + lc,
-                        d->fcproj + o, a->fch_gelu + 4 * o, w->fcprojw + 4 * lc * C, BT, 4 * C,
-                        C);
-        gelu_backward(d->fch + 4 * o, d->fch_gelu + 4 * o, a->fch + 4 * o, 4 * btc);
-        linear_backward(d->ln2 + o, g->fcw + 4 * lc * C, g->fcb + 4 * lc, d->fch + 4 * o,
-                        a->ln2 + o, w->fcw + 4 * lc * C, BT, C, 4 * C);
-        layernorm_backward(d->residual2 + o, g->ln2w + lc, g->ln2b + lc, d->ln2 + o,
-                           a->residual2 + o, w->ln2w + lc, a->ln2_mean + lbt, a->ln2_rstd + lbt,
-                           BT, C);
-        residual_backward(dres_in, d->attproj + o, d->residual2 + o, btc);
-        linear_backward(d->atty + o, g->attprojw + lc * C, g->attprojb + lc, d->attproj + o,
-                        a->atty + o, w->attprojw + lc * C, BT, C, C);
-        attention_backward(d->qkv + 3 * o, m->datt_scratch, d->atty + o, a->qkv + 3 * o,
+        // res3 = res2 + fcproj: both get dres as is; dres then collects LayerNorm 2's input
+        // gradient and so becomes the gradient of res2.
+        linear_backward(d->fch_gelu, g->fcprojw + 4 * lc * C, g->fcprojb + lc, dres,
+                        a->fch_gelu + 4 * o, w->fcprojw + 4 * lc * C, BT, 4 * C, C);
+        gelu_backward(d->fch, d->fch_gelu, a->fch + 4 * o, 4 * btc);
+        linear_backward(d->ln2, g->fcw + 4 * lc * C, g->fcb + 4 * lc, d->fch, a->ln2 + o,
+                        w->fcw + 4 * lc * C, BT, C, 4 * C);
+        layernorm_backward(dres, g->ln2w + lc, g->ln2b + lc, d->ln2, a->residual2 + o, w->ln2w + lc,
+                           a->ln2_mean + lbt, a->ln2_rstd + lbt, BT, C);
+        // res2 = res_in + attproj: the same again, dres becomes the gradient of res_in.
+        linear_backward(d->atty, g->attprojw + lc * C, g->attprojb + lc, dres, a->atty + o,
+                        w->attprojw + lc * C, BT, C, C);
+        attention_backward(d->qkv, m->datt_scratch, d->atty, a->qkv + 3 * o,
                            a->att + (size_t)l * B * NH * T * T, B, T, C, NH);
-        linear_backward(d->ln1 + o, g->qkvw + 3 * lc * C, g->qkvb + 3 * lc, d->qkv + 3 * o,
-                        a->ln1 + o, w->qkvw + 3 * lc * C, BT, C, 3 * C);
-        layernorm_backward(dres_in, g->ln1w + lc, g->ln1b + lc, d->ln1 + o, res_in, w->ln1w + lc,
+        linear_backward(d->ln1, g->qkvw + 3 * lc * C, g->qkvb + 3 * lc, d->qkv, a->ln1 + o,
+                        w->qkvw + 3 * lc * C, BT, C, 3 * C);
+        layernorm_backward(dres, g->ln1w + lc, g->ln1b + lc, d->ln1, res_in, w->ln1w + lc,
                            a->ln1_mean + lbt, a->ln1_rstd + lbt, BT, C);
     }
-    embed_backward(g->wte, g->wpe, d->encoded, m->tokens, B, T, C);
+    embed_backward(g->wte, g->wpe, dres, m->tokens, B, T, C);
 }
 
 float gpt_mle_loss(gpt_t *m, const float *mask, const float *weight) {

@@ -84,7 +84,7 @@ typedef struct gpt {
     gpt_params_t w;     // views into ps.w
     gpt_params_t g;     // views into ps.g (same layout)
     gpt_acts_t a;       // activations
-    gpt_acts_t da;      // activation gradients (same layout; logits holds dlogits)
+    gpt_acts_t da;      // activation gradients, one layer deep (gpt.c act_sizes); dlogits
     float *datt_scratch; // (B, NH, T, T) attention backward scratch
     int *tokens;        // (B, T) inputs of the last forward
     int *targets;       // (B, T) targets of the last forward (-1 = none)

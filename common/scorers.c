@@ -2,7 +2,10 @@
 #include "scorers.h"
 
 #include <assert.h>
+#include <stdio.h>
 #include <string.h>
+
+#include "gflownet.h"
 
 static float score_exact(const char *prompt, const char *response, const char *target) {
     (void)prompt;
@@ -19,12 +22,55 @@ static float score_digits(const char *prompt, const char *response, const char *
     return (float)hit / (float)n;
 }
 
+// HyperGrid R(x) (gflownet.h, torchgfn's R0 0.1, R1 0.5, R2 2.0) of a one-hot payload.
+static int score_hypergrid(const float *payload, size_t n, const uint32_t *shape, size_t nshape,
+                           float *reward, char *err, size_t errlen) {
+    if (nshape != 2 || shape[0] < 1 || shape[0] > 64 || shape[1] < 2 || shape[1] > 1024 ||
+        n != (size_t)shape[0] * shape[1]) {
+        snprintf(err, errlen, "hypergrid wants a one-hot payload of shape [D, H]");
+        return -1;
+    }
+    int D = (int)shape[0], H = (int)shape[1], s[64];
+    for (int d = 0; d < D; d++) {
+        int hot = -1, ones = 0;
+        for (int h = 0; h < H; h++) {
+            float v = payload[d * H + h];
+            if (v == 1.0f) {
+                hot = h;
+                ones++;
+            } else if (v != 0.0f) {
+                ones = -1;
+                break;
+            }
+        }
+        if (ones != 1) {
+            snprintf(err, errlen, "hypergrid payload row %d is not one-hot", d);
+            return -1;
+        }
+        s[d] = hot;
+    }
+    double states = 1;
+    for (int d = 0; d < D; d++)
+        states *= H;
+    if (states >= 2147483648.0) {
+        snprintf(err, errlen, "hypergrid %d^%d is too large", H, D);
+        return -1;
+    }
+    gfn_grid_t g = gfn_grid(D, H);
+    *reward = (float)gfn_grid_reward(&g, s);
+    return 0;
+}
+
 typedef struct {
     const char *name;                                       // name peers ask for
-    float (*fn)(const char *, const char *, const char *); // prompt, response, target
+    float (*fn)(const char *, const char *, const char *);  // text: prompt, response, target
+    int (*payload_fn)(const float *, size_t, const uint32_t *, size_t, float *, char *,
+                      size_t); // payload scorers: payload, n, shape, nshape -> reward or err
 } scorer_t;
 
-static const scorer_t scorers[] = {{"exact", score_exact}, {"digits", score_digits}};
+static const scorer_t scorers[] = {{"exact", score_exact, NULL},
+                                   {"digits", score_digits, NULL},
+                                   {"hypergrid", NULL, score_hypergrid}};
 #define NSCORERS (int)(sizeof scorers / sizeof scorers[0])
 
 int scorer_find(const char *name) {
@@ -36,9 +82,26 @@ int scorer_find(const char *name) {
 
 const char *scorer_name(int id) { return id >= 0 && id < NSCORERS ? scorers[id].name : NULL; }
 
-const char *scorer_list(void) { return "exact,digits"; }
+const char *scorer_list(void) {
+    return "exact,digits,hypergrid";
+}
+
+int scorer_is_payload(int id) {
+    assert(id >= 0 && id < NSCORERS);
+    return scorers[id].payload_fn != NULL;
+}
 
 float scorer_score(int id, const char *prompt, const char *response, const char *target) {
     assert(id >= 0 && id < NSCORERS);
-    return scorers[id].fn(prompt, response, target);
+    return scorers[id].fn ? scorers[id].fn(prompt, response, target) : 0.0f;
+}
+
+int scorer_score_payload(int id, const float *payload, size_t n, const uint32_t *shape,
+                         size_t nshape, float *reward, char *err, size_t errlen) {
+    assert(id >= 0 && id < NSCORERS);
+    if (!scorers[id].payload_fn) {
+        snprintf(err, errlen, "scorer %s scores text, not payloads", scorers[id].name);
+        return -1;
+    }
+    return scorers[id].payload_fn(payload, n, shape, nshape, reward, err, errlen);
 }

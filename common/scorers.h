@@ -4,9 +4,14 @@
 #ifndef RLX_SCORERS_H
 #define RLX_SCORERS_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 // Names: "exact" (1 if the response equals the target, else 0) and "digits" (partial credit:
 // the share of the target's characters matched position by position, the denominator being
-// the longer of response and target, so extra or missing characters cost).
+// the longer of response and target, so extra or missing characters cost); "hypergrid"
+// scores a payload (ScoreItem.payload of a GFLOW item): the HyperGrid reward R(x) of the
+// terminal state x given one-hot per coordinate, shape [D, H] (gflownet.h, docs/gflownet.md).
 // Returns the scorer's id, or -1 for an unknown name.
 int scorer_find(const char *name);
 const char *scorer_name(int id);
@@ -14,6 +19,13 @@ const char *scorer_name(int id);
 const char *scorer_list(void);
 // Reward of response for target (both NUL-terminated; prompt is available to scorers that
 // need it). id must come from scorer_find.
+// Payload scorers give 0 here.
 float scorer_score(int id, const char *prompt, const char *response, const char *target);
+// Whether scorer id scores payloads (non-text items) rather than text.
+int scorer_is_payload(int id);
+// Reward of a payload of n floats with shape (nshape). 0, or -1 with err (malformed payload,
+// or a text scorer).
+int scorer_score_payload(int id, const float *payload, size_t n, const uint32_t *shape,
+                         size_t nshape, float *reward, char *err, size_t errlen);
 
 #endif

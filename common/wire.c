@@ -5,6 +5,8 @@
 #include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,6 +191,163 @@ int wire_encode_raw(const Rlx__Envelope *env, uint8_t **buf, size_t *len) {
     return WIRE_OK;
 }
 
+// ---- arenas -----------------------------------------------------------------------------
+
+#define ARENA_MAGIC 0x72656e61u // "aner"
+#define ARENA_ALIGN 16          // every allocation is aligned for any field type
+#if defined(__SANITIZE_ADDRESS__)
+#define ARENA_EXACT 1 // one block per allocation: AddressSanitizer still sees every bound
+#else
+#define ARENA_EXACT 0
+#endif
+
+typedef struct arena_block {
+    struct arena_block *next; // older block
+    size_t cap;               // bytes of data
+    size_t used;              // bytes handed out
+    size_t last;              // offset of the last allocation (undone by its free)
+    _Alignas(ARENA_ALIGN) unsigned char data[];
+} arena_block_t;
+
+struct wire_arena {
+    uint32_t magic;         // ARENA_MAGIC: wire_free was given a decoded Envelope
+    atomic_int refs;        // the Envelope's own (until wire_free) plus wire_arena_retain's
+    arena_block_t *blocks;  // newest first
+    wire_arena_t **held;    // (n_held) arenas this one keeps alive (wire_batch_handover)
+    size_t n_held;          // how many
+    Rlx__Envelope env;      // the decoded Envelope handed out
+};
+
+static wire_arena_t *arena_new(size_t first_block) {
+    wire_arena_t *a = calloc(1, sizeof *a);
+    if (!a)
+        return NULL;
+    a->magic = ARENA_MAGIC;
+    atomic_init(&a->refs, 1);
+    if (!ARENA_EXACT && first_block > 0) {
+        arena_block_t *b = malloc(sizeof *b + first_block);
+        if (b) {
+            b->next = NULL;
+            b->cap = first_block;
+            b->used = b->last = 0;
+            a->blocks = b;
+        }
+    }
+    return a;
+}
+
+static void *arena_alloc(void *data, size_t size) {
+    wire_arena_t *a = data;
+    size_t need = (size + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
+    if (need == 0)
+        need = ARENA_ALIGN;
+    arena_block_t *b = a->blocks;
+    if (ARENA_EXACT || !b || b->cap - b->used < need) {
+        size_t cap = ARENA_EXACT ? need : (b ? 2 * b->cap : 1024);
+        if (cap < need)
+            cap = need;
+        arena_block_t *nb = malloc(sizeof *nb + cap);
+        if (!nb)
+            return NULL;
+        nb->next = b;
+        nb->cap = cap;
+        nb->used = nb->last = 0;
+        a->blocks = b = nb;
+    }
+    b->last = b->used;
+    b->used += need;
+    return b->data + b->last;
+}
+
+// protobuf-c frees only scratch (and parts of a message that failed to parse): the last
+// allocation is given back, anything else waits for the arena.
+static void arena_free(void *data, void *ptr) {
+    wire_arena_t *a = data;
+    arena_block_t *b = a->blocks;
+    if (ptr && b && (unsigned char *)ptr == b->data + b->last) {
+        b->used = b->last;
+        if (ARENA_EXACT) {
+            a->blocks = b->next;
+            free(b);
+        }
+    }
+}
+
+static void arena_destroy(wire_arena_t *a) {
+    for (size_t i = 0; i < a->n_held; i++)
+        wire_arena_release(&a->held[i]);
+    for (arena_block_t *b = a->blocks, *next; b; b = next) {
+        next = b->next;
+        free(b);
+    }
+    a->magic = 0;
+    free(a);
+}
+
+static wire_arena_t *arena_of(const Rlx__Envelope *env) {
+    wire_arena_t *a = (wire_arena_t *)((char *)env - offsetof(wire_arena_t, env));
+    assert(a->magic == ARENA_MAGIC && "not an Envelope from wire_decode or wire_recv");
+    return a;
+}
+
+wire_arena_t *wire_arena_retain(const Rlx__Envelope *env) {
+    assert(env);
+    wire_arena_t *a = arena_of(env);
+    atomic_fetch_add_explicit(&a->refs, 1, memory_order_relaxed);
+    return a;
+}
+
+void wire_arena_release(wire_arena_t **arena_p) {
+    if (!arena_p || !*arena_p)
+        return;
+    wire_arena_t *a = *arena_p;
+    assert(a->magic == ARENA_MAGIC && atomic_load(&a->refs) > 0);
+    if (atomic_fetch_sub_explicit(&a->refs, 1, memory_order_acq_rel) == 1)
+        arena_destroy(a);
+    *arena_p = NULL;
+}
+
+Rlx__Envelope *wire_batch_handover(wire_t *self, Rlx__Trajectory *const *v,
+                                   wire_arena_t *const *arenas, size_t n) {
+    assert((v && arenas) || n == 0);
+    size_t need = sizeof(Rlx__TrajectoryBatch) + 2 * n * sizeof(void *) + 4 * ARENA_ALIGN;
+    wire_arena_t *a = arena_new(need);
+    if (!a)
+        return NULL;
+    Rlx__TrajectoryBatch *b = arena_alloc(a, sizeof *b);
+    Rlx__Trajectory **tv = arena_alloc(a, (n ? n : 1) * sizeof *tv);
+    a->held = arena_alloc(a, (n ? n : 1) * sizeof *a->held);
+    if (!b || !tv || !a->held) {
+        arena_destroy(a);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        assert(arenas[i] && arenas[i]->magic == ARENA_MAGIC);
+        atomic_fetch_add_explicit(&arenas[i]->refs, 1, memory_order_relaxed);
+        a->held[i] = arenas[i];
+        tv[i] = v[i];
+    }
+    a->n_held = n;
+    rlx__trajectory_batch__init(b);
+    b->n_trajectories = n;
+    b->trajectories = tv;
+    Rlx__Envelope env = RLX__ENVELOPE__INIT;
+    env.body_case = RLX__ENVELOPE__BODY_TRAJECTORY_BATCH;
+    env.trajectory_batch = b;
+    stamp(self, &env, &a->env);
+    if (a->env.run_id && self && a->env.run_id == self->run_id) { // outlives nothing of self's
+        char *id = arena_alloc(a, strlen(self->run_id) + 1);
+        if (!id) {
+            arena_destroy(a);
+            return NULL;
+        }
+        strcpy(id, self->run_id);
+        a->env.run_id = id;
+    }
+    sent(self, &env, &a->env, 0);
+    return &a->env;
+}
+
 // protocol_version as the first field (tag 0x08, a varint), the way every encoder writes it.
 // Lets a reader name the version of a message from a newer schema it cannot otherwise parse.
 static int peek_version(const uint8_t *buf, size_t len, uint64_t *version) {
@@ -234,12 +393,21 @@ int wire_decode(wire_t *self, const uint8_t *buf, size_t len, Rlx__Envelope **ou
     if (peek_version(buf, len, &version) && version != WIRE_PROTOCOL_VERSION)
         return version_refusal(self, why, len, version, 0);
 
-    Rlx__Envelope *env = rlx__envelope__unpack(NULL, len, buf);
-    if (!env)
+    // Parts of a message take about twice its bytes (packed varints widen to 4-8 bytes).
+    wire_arena_t *arena = arena_new(2 * len + 512);
+    if (!arena)
+        return refuse(self, why, WIRE_ERR_NOMEM, len, 0, 0, "no memory for %zu bytes", len);
+    ProtobufCAllocator alloc = {.alloc = arena_alloc, .free = arena_free, .allocator_data = arena};
+    Rlx__Envelope *parsed = rlx__envelope__unpack(&alloc, len, buf);
+    if (!parsed) {
+        arena_destroy(arena);
         return refuse(self, why, WIRE_ERR_MALFORMED, len, 0, 0,
                       "%zu bytes that do not parse as an rlx Envelope: a peer that is not "
                       "rlx, or corrupted data",
                       len);
+    }
+    arena->env = *parsed; // handed out from the arena header, so wire_free finds the arena
+    Rlx__Envelope *env = &arena->env;
     int rc = WIRE_OK;
     if (env->protocol_version != WIRE_PROTOCOL_VERSION) {
         rc = version_refusal(self, why, len, env->protocol_version, env->seq);
@@ -258,7 +426,7 @@ int wire_decode(wire_t *self, const uint8_t *buf, size_t len, Rlx__Envelope **ou
                     wire_body_name(env->body_case), env->run_id, self->run_id);
     }
     if (rc != WIRE_OK) {
-        rlx__envelope__free_unpacked(env, NULL);
+        arena_destroy(arena);
         return rc;
     }
     if (self)
@@ -270,7 +438,8 @@ int wire_decode(wire_t *self, const uint8_t *buf, size_t len, Rlx__Envelope **ou
 void wire_free(Rlx__Envelope **env_p) {
     if (!env_p || !*env_p)
         return;
-    rlx__envelope__free_unpacked(*env_p, NULL);
+    wire_arena_t *a = arena_of(*env_p);
+    wire_arena_release(&a);
     *env_p = NULL;
 }
 

@@ -116,6 +116,29 @@ int wire_decode(wire_t *self, const uint8_t *buf, size_t len, Rlx__Envelope **ou
 // Frees an Envelope from wire_decode or wire_recv and NULLs the pointer; safe on NULL.
 // Not for Envelopes the caller built itself.
 void wire_free(Rlx__Envelope **env_p);
+
+// ---- arenas -----------------------------------------------------------------------------
+// A decoded Envelope lives in one arena: protobuf-c allocates its parts from a few blocks
+// (a bump allocator) instead of one malloc per field, and wire_free releases them together.
+// A part used after
+// wire_free (the hub keeps the trajectories of a batch) keeps the arena alive: take a
+// reference with wire_arena_retain and drop it with wire_arena_release. Not thread-safe: an
+// arena stays with the thread that decoded it, like the wire_t, except that its reference
+// count is atomic, so the last reference may go in another thread (wire_batch_handover).
+typedef struct wire_arena wire_arena_t;
+
+// A new reference to the arena of env (from wire_decode or wire_recv).
+wire_arena_t *wire_arena_retain(const Rlx__Envelope *env);
+// Drops a reference (the memory goes with the last one) and NULLs *arena_p; safe on NULL.
+void wire_arena_release(wire_arena_t **arena_p);
+// A TrajectoryBatch Envelope of v[0..n) themselves, for a thread of the same process (no
+// encoding, no copy): trajectory v[i] is part of a decoded Envelope whose arena is
+// arenas[i]; the batch takes a reference of its own on each. The giver must not touch the
+// trajectories afterwards. Stamped and counted like a sent Envelope; freed with wire_free by
+// whichever thread holds it. NULL when out of memory.
+Rlx__Envelope *wire_batch_handover(wire_t *self, Rlx__Trajectory *const *v,
+                                   wire_arena_t *const *arenas, size_t n);
+
 // Packs env exactly as given: no stamping, no checks, no counting. For tests and fault
 // injection only (wrong versions, missing bodies). Caller frees *buf.
 int wire_encode_raw(const Rlx__Envelope *env, uint8_t **buf, size_t *len);

@@ -17,7 +17,10 @@
 //     DRAIN    b = timeout_ms (parked like TAKE until scoring settles or the timeout passes)
 //     STOP     (nothing): the hub says Bye to every worker, answers, and the thread ends
 //   reply:   frame 1 = pipe_reply_t {cmd, tag, status, count, counters}; TAKE with count > 0
-//            adds frame 2 = an encoded Envelope holding a TrajectoryBatch of whole groups.
+//            adds frame 2 = a pointer to a TrajectoryBatch Envelope of whole groups: the
+//            trajectories as decoded from the actors, no copy (wire_batch_handover). The
+//            learner side takes the pointer out of the frame; a frame never read frees the
+//            batch through its free function.
 //   The hub thread also sends an unasked reply with cmd GONE if its loop dies (context
 //   terminated), so the learner side fails fast instead of waiting for deadlines.
 //   Replies carry the request's tag; a reply to a request the learner already gave up on is
@@ -25,7 +28,8 @@
 //   (trajectories counted as delivered are never thrown away on the learner side).
 //
 // Trajectory life: an actor's trajectory that passes validation is held (its protobuf message
-// detached from the received batch, no copy) with a ScoreItem pointing into it; it waits in
+// detached from the received batch, no copy; a reference keeps the batch's wire arena alive)
+// with a ScoreItem pointing into it; it waits in
 // the score queue, travels in a ScoreRequest, comes back scored or is dropped; when every
 // sample of its group is settled (and the group is complete, or its work item is closed) the
 // scored survivors go to the learner queue together; hub_take hands them out.
@@ -47,11 +51,12 @@
 
 #include "bytetok.h"
 #include "gpt.h"
+#include "hub_gflow.h"
 #include "rng.h"
 #include "trajlog.h"
 #include "wire.h"
 
-// Largest inproc message (a TrajectoryBatch for the learner; weights travel raw).
+// Largest inproc message (a RunStatus report; batches travel as pointers, weights raw).
 #define PIPE_MAX_SIZE ((size_t)1 << 30)
 // ZeroMQ drops peers that send more than this (the wire layer refuses above its own limit
 // with an Error first, so a merely oversized message gets a clear answer).
@@ -103,9 +108,12 @@ typedef struct work work_t;
 
 // One accepted trajectory, held until it is delivered or dropped.
 typedef struct traj {
-    Rlx__Trajectory *t;  // detached from the actor's batch; owned
+    Rlx__Trajectory *t;  // detached from the actor's batch; lives in its arena
+    wire_arena_t *arena; // the actor's batch (wire arena): t's memory, held by reference
     Rlx__ScoreItem item; // what a reward worker gets; strings point into t, prompts, config
     char *response_text; // decoded response; owned
+    float *payload;      // GFlowNet: item.payload, the terminal state one-hot; owned
+    uint32_t shape[2];   // GFlowNet: item.payload_shape [D, H]
     group_t *group;      // the group it belongs to
     int attempts;        // ScoreRequests it was sent in
     struct traj *next;   // score queue link
@@ -180,6 +188,7 @@ typedef struct {
     size_t len;          // bytes
     uint32_t crc;        // crc32 of the whole blob
     uint32_t num_chunks; // ceil(len / WIRE_WEIGHT_CHUNK_BYTES)
+    uint32_t *chunk_crc; // (num_chunks) crc32 of each chunk, computed once at publication
 } blob_t;
 
 // A prompt of the training file.
@@ -190,10 +199,16 @@ typedef struct {
     size_t n_tokens;  // tokens
 } prompt_t;
 
-// A TrajectoryId in the set of those seen.
+// The TrajectoryIds seen from one actor. Actors number their trajectories 1, 2, 3, ... and
+// send them about in order, so a watermark and a small window bound the memory whatever the
+// run's length: every seq <= floor counts as seen, and a bit per seq in (floor, floor +
+// SEEN_WINDOW]. A seq more than SEEN_WINDOW behind the newest one of its actor counts as seen
+// (a retry that late is older than any work item still open).
+#define SEEN_WINDOW 65536u // seqs per actor (8 KiB of bits)
 typedef struct {
-    uint32_t actor; // actor_id; 0 = empty slot
-    uint64_t seq;   // trajectory seq
+    uint32_t actor; // actor_id
+    uint64_t floor; // every seq <= floor is seen
+    uint64_t *bits; // (SEEN_WINDOW / 64) ring: bit seq % SEEN_WINDOW for seq > floor
 } seen_t;
 
 // Things logged once (first occurrence), then only counted.
@@ -254,8 +269,10 @@ typedef struct {
 
     ready_t *rq_head, *rq_tail; // learner queue, whole groups
 
-    seen_t *seen; // (cap_seen) TrajectoryIds seen (open addressing)
-    size_t n_seen, cap_seen;
+    seen_t *seen;     // (n_seen) TrajectoryIds seen, per actor
+    size_t n_seen;    // actors
+    size_t cap_seen;  // allocated
+    size_t seen_last; // index of the last actor looked up (a batch is one actor's)
 
     blob_t weights[2]; // [0] newest, [1] previous
 
@@ -404,8 +421,9 @@ static hub_counters_t counters(const hub_loop_t *s) {
 static void traj_free(traj_t *t) {
     if (!t)
         return;
-    rlx__trajectory__free_unpacked(t->t, NULL);
+    wire_arena_release(&t->arena);
     free(t->response_text);
+    free(t->payload);
     free(t);
 }
 
@@ -824,6 +842,9 @@ static int send_work(hub_loop_t *s, worker_t *a) {
     it.stop_tokens = &stop_tok;
     it.seed = rng_next(&r);
     it.deadline_ms = (uint32_t)s->c.work_deadline_ms;
+    Rlx__GflowEnv genv;
+    if (s->c.gflow_ndim > 0)
+        hub_gflow_work(&s->c, &it, &genv);
     Rlx__Envelope env = RLX__ENVELOPE__INIT;
     env.body_case = RLX__ENVELOPE__BODY_WORK_ITEM;
     env.work_item = &it;
@@ -878,35 +899,62 @@ static void dispatch_work(hub_loop_t *s) {
 
 // ---- actors: trajectories ---------------------------------------------------------------------
 
+static int seen_bit(const seen_t *e, uint64_t seq) {
+    uint64_t b = seq % SEEN_WINDOW;
+    return (int)(e->bits[b / 64] >> (b % 64)) & 1;
+}
+
+static void seen_flip(seen_t *e, uint64_t seq) {
+    uint64_t b = seq % SEEN_WINDOW;
+    e->bits[b / 64] ^= 1ull << (b % 64);
+}
+
 // Inserts (actor, seq); 1 if new, 0 if seen before, -1 out of memory.
 static int seen_insert(hub_loop_t *s, uint32_t actor, uint64_t seq) {
-    if (2 * (s->n_seen + 1) > s->cap_seen) {
-        size_t cap = s->cap_seen ? 2 * s->cap_seen : 4096;
-        void *v = calloc(cap, sizeof *s->seen);
-        if (!v)
-            return -1;
-        seen_t *old = s->seen;
-        size_t old_cap = s->cap_seen;
-        s->seen = v;
-        s->cap_seen = cap;
-        s->n_seen = 0;
-        for (size_t i = 0; i < old_cap; i++)
-            if (old[i].actor)
-                seen_insert(s, old[i].actor, old[i].seq);
-        free(old);
-    }
-    uint64_t h = seq * 0x9E3779B97F4A7C15ull ^ (uint64_t)actor * 0xC2B2AE3D27D4EB4Full;
-    h ^= h >> 29;
-    for (size_t i = h & (s->cap_seen - 1);; i = (i + 1) & (s->cap_seen - 1)) {
-        if (!s->seen[i].actor) {
-            s->seen[i].actor = actor;
-            s->seen[i].seq = seq;
-            s->n_seen++;
-            return 1;
+    seen_t *e = s->seen_last < s->n_seen && s->seen[s->seen_last].actor == actor
+                    ? &s->seen[s->seen_last]
+                    : NULL;
+    for (size_t i = 0; !e && i < s->n_seen; i++)
+        if (s->seen[i].actor == actor) {
+            e = &s->seen[i];
+            s->seen_last = i;
         }
-        if (s->seen[i].actor == actor && s->seen[i].seq == seq)
-            return 0;
+    if (!e) {
+        if (s->n_seen == s->cap_seen) {
+            size_t cap = s->cap_seen ? 2 * s->cap_seen : 16;
+            seen_t *v = realloc(s->seen, cap * sizeof *v);
+            if (!v)
+                return -1;
+            s->seen = v;
+            s->cap_seen = cap;
+        }
+        uint64_t *bits = calloc(SEEN_WINDOW / 64, sizeof *bits);
+        if (!bits)
+            return -1;
+        s->seen_last = s->n_seen++;
+        e = &s->seen[s->seen_last];
+        *e = (seen_t){.actor = actor, .floor = 0, .bits = bits};
     }
+    if (seq <= e->floor)
+        return 0;
+    if (seq - e->floor > SEEN_WINDOW) { // slide: what falls behind counts as seen
+        uint64_t floor = seq - SEEN_WINDOW;
+        if (floor - e->floor >= SEEN_WINDOW)
+            memset(e->bits, 0, SEEN_WINDOW / 8);
+        else
+            for (uint64_t q = e->floor + 1; q <= floor; q++)
+                if (seen_bit(e, q))
+                    seen_flip(e, q);
+        e->floor = floor;
+    }
+    if (seen_bit(e, seq))
+        return 0;
+    seen_flip(e, seq);
+    while (seen_bit(e, e->floor + 1)) { // the watermark follows the run of seqs all seen
+        seen_flip(e, e->floor + 1);
+        e->floor++;
+    }
+    return 1;
 }
 
 // Why trajectory t (from actor a) cannot be accepted, or NULL if it can; *slot_g gets its
@@ -931,6 +979,8 @@ static const char *check_traj(hub_loop_t *s, const Rlx__Trajectory *t, group_t *
     if (g->arrived[t->group_index])
         return "a second sample for the same group slot";
     *slot_g = g;
+    if (s->c.gflow_ndim > 0)
+        return hub_gflow_check(&s->c, t);
     if (t->kind_case != RLX__TRAJECTORY__KIND_TEXT || !t->text)
         return "not a text trajectory";
     const Rlx__TextTrajectory *x = t->text;
@@ -951,8 +1001,28 @@ static const char *check_traj(hub_loop_t *s, const Rlx__Trajectory *t, group_t *
     return NULL;
 }
 
+// accept_traj for a checked GflowTrajectory: its terminal state is the scorer's payload.
+static int accept_gflow(hub_loop_t *s, Rlx__Trajectory *t, group_t *g) {
+    traj_t *h = calloc(1, sizeof *h);
+    if (!h || hub_gflow_item(&s->c, t, s->scorer, &h->item, &h->payload, h->shape) != 0) {
+        free(h);
+        return -1;
+    }
+    h->t = t;
+    h->group = g;
+    t->scored = 0;
+    t->reward = 0;
+    g->arrived[t->group_index] = 1;
+    g->n_arrived++;
+    s->unscored++;
+    sq_push_back(s, h);
+    return 0;
+}
+
 // Builds the held trajectory (taking ownership of t) and queues it for scoring.
 static int accept_traj(hub_loop_t *s, Rlx__Trajectory *t, group_t *g) {
+    if (s->c.gflow_ndim > 0)
+        return accept_gflow(s, t, g);
     traj_t *h = calloc(1, sizeof *h);
     const Rlx__TextTrajectory *x = t->text;
     size_t cap = 3 * x->n_response_tokens + 1;
@@ -1016,6 +1086,9 @@ static void on_trajectories(hub_loop_t *s, worker_t *a, Rlx__Envelope *env) {
         if (!why && fresh < 0)
             why = "out of memory";
         if (!why && accept_traj(s, t, g) == 0) {
+            traj_t *held = s->sq_tail; // accept_traj queued it last
+            assert(held && held->t == t);
+            held->arena = wire_arena_retain(env);
             b->trajectories[i] = NULL; // detached: now held by the hub
             continue;
         }
@@ -1031,7 +1104,7 @@ static void on_trajectories(hub_loop_t *s, worker_t *a, Rlx__Envelope *env) {
             group_check(s, g);
         }
     }
-    // Compact away the detached ones so wire_free frees only what the hub did not keep.
+    // Compact away the detached ones (their memory stays with the arena references).
     size_t m = 0;
     for (size_t i = 0; i < b->n_trajectories; i++)
         if (b->trajectories[i])
@@ -1208,7 +1281,7 @@ static void on_weight_request(hub_loop_t *s, const wire_peer_t *from, const Rlx_
         ch.offset = off;
         ch.data.data = (uint8_t *)data + off;
         ch.data.len = len;
-        ch.crc32 = (uint32_t)crc32(0L, data + off, (uInt)len);
+        ch.crc32 = b->chunk_crc[i];
         Rlx__Envelope out = RLX__ENVELOPE__INIT;
         out.body_case = RLX__ENVELOPE__BODY_WEIGHT_CHUNK;
         out.weight_chunk = &ch;
@@ -1343,6 +1416,37 @@ static void pipe_reply(hub_loop_t *s, const pipe_cmd_t *cmd, int status, int cou
     }
 }
 
+// A TAKE payload's free function: frees the batch unless the learner side took it out.
+static void free_batch_cell(void *data, void *hint) {
+    (void)hint;
+    Rlx__Envelope **cell = data;
+    wire_free(cell);
+    free(cell);
+}
+
+// Sends a TAKE reply with the batch env (taken over: the learner side, or if it never reads
+// the reply, the message's free function, frees it).
+static void pipe_reply_batch(hub_loop_t *s, const pipe_cmd_t *cmd, int count, Rlx__Envelope *env) {
+    Rlx__Envelope **cell = malloc(sizeof *cell);
+    zmq_msg_t m;
+    if (!cell || zmq_msg_init_data(&m, cell, sizeof *cell, free_batch_cell, NULL) != 0) {
+        free(cell);
+        wire_free(&env);
+        pipe_reply(s, cmd, -1, 0, NULL, 0);
+        return;
+    }
+    *cell = env;
+    pipe_reply_t r;
+    memset(&r, 0, sizeof r);
+    r.cmd = cmd->cmd;
+    r.tag = cmd->tag;
+    r.count = count;
+    r.counters = counters(s);
+    if (zmq_send(s->pipe, &r, sizeof r, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+        zmq_msg_send(&m, s->pipe, ZMQ_DONTWAIT) < 0)
+        zmq_msg_close(&m);
+}
+
 static void log_group(hub_loop_t *s, ready_t *r) {
     if (!s->log)
         return;
@@ -1381,30 +1485,28 @@ static void answer_take(hub_loop_t *s, const pipe_cmd_t *cmd) {
         pipe_reply(s, cmd, 0, 0, NULL, 0);
         return;
     }
+    // Same process: the learner gets the decoded trajectories themselves (their arenas stay
+    // alive for it), not an encoded copy to decode again.
     Rlx__Trajectory **v = malloc((size_t)n * sizeof *v);
-    if (!v) {
-        pipe_reply(s, cmd, -1, 0, NULL, 0);
-        return;
+    wire_arena_t **va = malloc((size_t)n * sizeof *va);
+    Rlx__Envelope *batch = NULL;
+    if (v && va) {
+        int m = 0;
+        ready_t *r = s->rq_head;
+        for (int g = 0; g < ng; g++, r = r->next)
+            for (int i = 0; i < r->n; i++, m++) {
+                v[m] = r->v[i]->t;
+                va[m] = r->v[i]->arena;
+            }
+        batch = wire_batch_handover(s->pipe_wire, v, va, (size_t)n);
     }
-    int m = 0;
-    ready_t *r = s->rq_head;
-    for (int g = 0; g < ng; g++, r = r->next)
-        for (int i = 0; i < r->n; i++)
-            v[m++] = r->v[i]->t;
-    Rlx__TrajectoryBatch b = RLX__TRAJECTORY_BATCH__INIT;
-    b.n_trajectories = (size_t)n;
-    b.trajectories = v;
-    Rlx__Envelope env = RLX__ENVELOPE__INIT;
-    env.body_case = RLX__ENVELOPE__BODY_TRAJECTORY_BATCH;
-    env.trajectory_batch = &b;
-    uint8_t *buf = NULL;
-    size_t len = 0;
-    int rc = wire_encode(s->pipe_wire, &env, &buf, &len, NULL);
     free(v);
-    if (rc != WIRE_OK) { // keep them queued; the learner sees an error
+    free(va);
+    if (!batch) { // keep them queued; the learner sees an error
         pipe_reply(s, cmd, -1, 0, NULL, 0);
         return;
     }
+    ready_t *r;
     for (int g = 0; g < ng; g++) {
         r = s->rq_head;
         s->rq_head = r->next;
@@ -1415,7 +1517,7 @@ static void answer_take(hub_loop_t *s, const pipe_cmd_t *cmd) {
         s->n.delivered += (uint64_t)r->n;
         ready_free(r);
     }
-    pipe_reply(s, cmd, 0, n, buf, len);
+    pipe_reply_batch(s, cmd, n, batch);
 }
 
 // The end of drain: everything not delivered is dropped as shutdown.
@@ -1456,6 +1558,8 @@ static void finish_drain(hub_loop_t *s) {
 static void blob_clear(blob_t *b) {
     if (b->set)
         zmq_msg_close(&b->msg);
+    free(b->chunk_crc);
+    b->chunk_crc = NULL;
     b->set = 0;
 }
 
@@ -1467,9 +1571,17 @@ static void on_weights(hub_loop_t *s, const pipe_cmd_t *cmd, zmq_msg_t *payload)
         pipe_reply(s, cmd, -1, 0, NULL, 0);
         return;
     }
+    size_t blen = zmq_msg_size(payload);
+    uint32_t nch = (uint32_t)((blen + WIRE_WEIGHT_CHUNK_BYTES - 1) / WIRE_WEIGHT_CHUNK_BYTES);
+    uint32_t *ccrc = malloc((size_t)nch * sizeof *ccrc);
+    if (!ccrc) {
+        pipe_reply(s, cmd, -1, 0, NULL, 0);
+        return;
+    }
     blob_clear(&s->weights[1]);
     if (s->weights[0].set) {
         s->weights[1] = s->weights[0];
+        s->weights[0].chunk_crc = NULL;
         zmq_msg_init(&s->weights[1].msg);
         zmq_msg_move(&s->weights[1].msg, &s->weights[0].msg);
     }
@@ -1478,14 +1590,18 @@ static void on_weights(hub_loop_t *s, const pipe_cmd_t *cmd, zmq_msg_t *payload)
     zmq_msg_move(&b->msg, payload);
     b->set = 1;
     b->version = version;
-    b->len = zmq_msg_size(&b->msg);
+    b->len = blen;
+    b->num_chunks = nch;
+    b->chunk_crc = ccrc;
     b->crc = 0;
     const uint8_t *p = zmq_msg_data(&b->msg);
-    for (size_t off = 0; off < b->len; off += (size_t)1 << 30) { // crc32 takes a uInt length
-        size_t n = b->len - off < ((size_t)1 << 30) ? b->len - off : ((size_t)1 << 30);
-        b->crc = (uint32_t)crc32(b->crc, p + off, (uInt)n);
+    // One pass: each chunk's crc (sent with every copy of the chunk), combined into the whole.
+    for (uint32_t i = 0; i < nch; i++) {
+        size_t off = (size_t)i * WIRE_WEIGHT_CHUNK_BYTES;
+        size_t n = blen - off < WIRE_WEIGHT_CHUNK_BYTES ? blen - off : WIRE_WEIGHT_CHUNK_BYTES;
+        ccrc[i] = (uint32_t)crc32(0L, p + off, (uInt)n);
+        b->crc = i == 0 ? ccrc[i] : (uint32_t)crc32_combine(b->crc, ccrc[i], (z_off_t)n);
     }
-    b->num_chunks = (uint32_t)((b->len + WIRE_WEIGHT_CHUNK_BYTES - 1) / WIRE_WEIGHT_CHUNK_BYTES);
     announce_weights(s);
     pipe_reply(s, cmd, 0, 0, NULL, 0);
 }
@@ -1681,6 +1797,8 @@ static void loop_free(hub_loop_t *s) {
     for (int i = 0; i < s->n_workers; i++)
         free(s->workers[i]);
     free(s->workers);
+    for (size_t i = 0; i < s->n_seen; i++)
+        free(s->seen[i].bits);
     free(s->seen);
     blob_clear(&s->weights[0]);
     blob_clear(&s->weights[1]);
@@ -1771,7 +1889,7 @@ hub_config_t hub_defaults(void) {
     c.score_deadline_ms = 5000;
     c.score_retries = 2;
     c.work_deadline_ms = 30000;
-    c.score_batch = 32;
+    c.score_batch = 128; // an upper bound: requests go out with what is queued, never wait
     c.seed = 1;
     c.trajectory_log = NULL;
     return c;
@@ -1840,10 +1958,25 @@ static int load_prompts(hub_loop_t *s, const char *path) {
     return 0;
 }
 
+// GFlowNet mode: one synthetic prompt that only names the groups (no tokens).
+static int gflow_prompts(hub_loop_t *s) {
+    s->prompts = calloc(1, sizeof *s->prompts);
+    s->order = calloc(1, sizeof *s->order);
+    if (!s->prompts || !s->order)
+        return -1;
+    s->n_prompts = 1;
+    s->prompts[0].text = hub_gflow_prompt_text(&s->c);
+    s->prompts[0].target = strdup("");
+    s->next_prompt = 1;
+    return s->prompts[0].text && s->prompts[0].target ? 0 : -1;
+}
+
 static int config_ok(const hub_config_t *c) {
     const char *bad = NULL;
-    if (!c->bind || !c->run_id || !c->train_prompts)
+    if (!c->bind || !c->run_id || (!c->train_prompts && c->gflow_ndim <= 0))
         bad = "bind, run_id and train_prompts are required";
+    else if (c->gflow_ndim > 64 || (c->gflow_ndim > 0 && c->gflow_height < 2))
+        bad = "gflow_ndim must be <= 64 and gflow_height >= 2";
     else if (c->prompts_per_item < 1 || c->samples_per_prompt < 1 || c->max_new_tokens < 1)
         bad = "prompts_per_item, samples_per_prompt and max_new_tokens must be >= 1";
     else if (c->heartbeat_ms < 1 || c->liveness < 1 || c->score_deadline_ms < 1 ||
@@ -1878,7 +2011,7 @@ hub_t *hub_start(const hub_config_t *c, void *zmq_ctx) {
     s->next_work_id = 1;
     s->next_request_id = 1;
     rng_seed2(&s->rng, c->seed, 0x6875622d70726f6dull);
-    if (load_prompts(s, c->train_prompts) != 0)
+    if ((c->gflow_ndim > 0 ? gflow_prompts(s) : load_prompts(s, c->train_prompts)) != 0)
         goto fail;
     if (c->trajectory_log) {
         char err[256];
@@ -1947,6 +2080,17 @@ fail:
 
 // ---- learner side -----------------------------------------------------------------------------
 
+// The batch of a TAKE reply's payload, taken out of it (the payload's free function then frees
+// only the cell); NULL if the payload is not one.
+static Rlx__Envelope *take_batch(zmq_msg_t *payload) {
+    if (zmq_msg_size(payload) != sizeof(Rlx__Envelope *))
+        return NULL;
+    Rlx__Envelope **cell = zmq_msg_data(payload);
+    Rlx__Envelope *env = *cell;
+    *cell = NULL;
+    return env;
+}
+
 // Sends a request (payload, if any, handed over: freed with free()) and waits until
 // wait_ms for its reply. Returns 0 with *reply (and *payload_out, a received frame the
 // caller closes, when given) or -1 (no answer in time, or the hub thread is gone).
@@ -2008,12 +2152,11 @@ static int call(hub_t *h, uint32_t cmd, int64_t a, int64_t b, void *payload, siz
         }
         if (r.tag != c.tag) { // an answer to a request given up on
             if (r.cmd == CMD_TAKE && r.count > 0 && h->n_stash < 8) {
-                Rlx__Envelope *env = NULL;
-                if (wire_decode(h->wire, zmq_msg_data(&data), zmq_msg_size(&data), &env, NULL) ==
-                    WIRE_OK)
+                Rlx__Envelope *env = take_batch(&data);
+                if (env)
                     h->stash[h->n_stash++] = env;
             }
-            zmq_msg_close(&data);
+            zmq_msg_close(&data); // frees a batch not taken
             continue;
         }
         *reply = r;
@@ -2043,13 +2186,11 @@ int hub_take(hub_t *h, int max, int timeout_ms, Rlx__Envelope **out) {
     }
     int n = 0;
     if (r.status == 0 && r.count > 0) {
-        wire_error_t why;
-        if (wire_decode(h->wire, zmq_msg_data(&data), zmq_msg_size(&data), out, &why) == WIRE_OK &&
-            (*out)->body_case == RLX__ENVELOPE__BODY_TRAJECTORY_BATCH) {
+        *out = take_batch(&data);
+        if (*out) {
             n = (int)(*out)->trajectory_batch->n_trajectories;
         } else {
-            fprintf(stderr, "hub: cannot decode a batch for the learner: %s\n", why.detail);
-            wire_free(out);
+            fprintf(stderr, "hub: a TAKE reply of %zu bytes holds no batch\n", zmq_msg_size(&data));
             n = -1;
         }
     }

@@ -20,6 +20,9 @@
 //  - serves weights: hub_publish_weights hands it a blob; it announces the version to actors
 //    (WeightAnnounce) and answers WeightRequests with WeightChunks.
 //  - optionally appends every scored trajectory to a trajectory log (trajlog.h).
+//  - GFlowNet mode (gflow_ndim > 0, hub_gflow.h): no prompt file; each WorkItem asks for
+//    samples_per_prompt HyperGrid trajectories (WorkItem.gflow), the hub checks them
+//    (gfn_traj_check) and scores their terminal states (ScoreItem.payload, kind GFLOW).
 // Every trajectory the hub accepted is, at the end, delivered to the learner or dropped for a
 // counted reason; hub_drain settles the in-flight ones before shutdown.
 #ifndef RLX_HUB_H
@@ -50,6 +53,9 @@ typedef struct {
     int score_batch;            // trajectories per ScoreRequest
     uint64_t seed;              // prompt order and sampling seeds
     const char *trajectory_log; // append scored trajectories here (NULL = off)
+    int gflow_ndim;             // > 0: GFlowNet HyperGrid work of this D (no prompt file)
+    int gflow_height;           // its H
+    float gflow_epsilon;        // exploration epsilon sent with GFlowNet work
 } hub_config_t;
 
 // Defaults for everything but bind, run_id, train_prompts.

@@ -15,16 +15,16 @@
 #include <zmq.h>
 
 #include "bytetok.h"
+#include "gflow_learner.h"
+#include "gflownet.h"
 #include "gpt.h"
 #include "layers.h"
+#include "learner_common.h"
 #include "sampler.h"
 #include "scorers.h"
 #include "trajlog.h"
 #include "util.h"
 #include "wire.h"
-
-static volatile sig_atomic_t stop_signal = 0;
-static void on_signal(int sig) { stop_signal = sig; }
 
 learner_config_t learner_defaults(void) {
     learner_config_t c = {0};
@@ -45,6 +45,11 @@ learner_config_t learner_defaults(void) {
     c.threads = 1;
     c.seed = 1;
     c.take_timeout_s = 120;
+    c.gflow_objective = GFN_LOSS_TB;
+    c.gflow_lambda = 0.9f;
+    c.logz_lr = 0.1f;
+    c.gflow_hidden = 256;
+    c.gflow_blocks = 1;
     return c;
 }
 
@@ -111,48 +116,6 @@ static void batch_free(batch_t *b) {
     memset(b, 0, sizeof *b);
 }
 
-// Run-level counters of the learner (rank 0).
-typedef struct {
-    int64_t step;            // optimizer steps taken
-    int64_t trained;         // trajectories used in a gradient step
-    int64_t consumed;        // trajectories taken (trained + dropped here)
-    int64_t dropped_stale;   // older than max_lag versions
-    int64_t dropped_invalid; // refused by the learner (does not fit the context, bad kind)
-    int64_t dropped_shutdown; // taken but not trained when the run stopped
-    int64_t replay_read;     // trajectories read from the replay log
-    hub_counters_t hub_prev; // the hubs' run-long counters of earlier runs (before --resume)
-} learner_counts_t;
-
-// Checkpoint extra section: learner state for --resume.
-typedef struct {
-    char magic[8];          // "RLXLRN2\0"
-    learner_counts_t counts; // counters at the time of the checkpoint
-} learner_state_t;
-
-// Adds the run-long hub counters (not queue depths) of earlier runs to k, so that
-// sampled = trained + dropped holds across --resume.
-static void add_earlier_runs(hub_counters_t *k, const hub_counters_t *prev) {
-    k->sampled += prev->sampled;
-    k->delivered += prev->delivered;
-    k->dropped_invalid += prev->dropped_invalid;
-    k->dropped_score += prev->dropped_score;
-    k->dropped_shutdown += prev->dropped_shutdown;
-    k->duplicates += prev->duplicates;
-    k->wire_errors += prev->wire_errors;
-    k->late_replies += prev->late_replies;
-    k->expired_work += prev->expired_work;
-    k->score_requeues += prev->score_requeues;
-}
-
-// The hub's counters now (zero without a hub), earlier runs included.
-static hub_counters_t hub_totals(hub_t *hub, const hub_counters_t *prev) {
-    hub_counters_t k = {0};
-    if (hub)
-        hub_counters(hub, &k, 1000);
-    add_earlier_runs(&k, prev);
-    return k;
-}
-
 // Adds the text trajectories of one TrajectoryBatch envelope to b (rank 0). Those that cannot
 // be trained on here are counted.
 static void add_envelope(batch_t *b, const Rlx__Envelope *env, int ctx, int64_t step,
@@ -202,6 +165,22 @@ static void add_envelope(batch_t *b, const Rlx__Envelope *env, int ctx, int64_t 
         b->ntok += pl + rl;
         b->nlp += rl;
     }
+}
+
+// add_envelope as a learner_add_fn.
+typedef struct {
+    batch_t *b;            // the batch being filled
+    int ctx;               // model context
+    int64_t step;          // steps taken
+    int max_lag;           // -1 = no staleness limit (replay)
+    learner_counts_t *cnt; // counters
+    double *lag_sum;       // policy lag sum of the batch
+    int *lag_max;          // and its maximum
+} text_add_t;
+
+static void text_add(void *ctx, const Rlx__Envelope *env) {
+    text_add_t *t = ctx;
+    add_envelope(t->b, env, t->ctx, t->step, t->max_lag, t->cnt, t->lag_sum, t->lag_max);
 }
 
 // Views of the batch's samples for the objective (reallocates `s`). Group ids exist on rank 0
@@ -393,14 +372,13 @@ static int save_checkpoint(const gpt_t *m, const char *dir, const learner_counts
 }
 
 int learner_run(const learner_config_t *c) {
+    if (c->gflow_env)
+        return gflow_learner_run(c);
     int rank = 0, nranks = 1, rc = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &nranks);
     layers_set_threads(c->threads);
-    struct sigaction sa = {0};
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    learner_signals_install();
 
     gpt_t *m = NULL, *ref = NULL;
     sampler_t *eval_sampler = NULL;
@@ -556,39 +534,18 @@ int learner_run(const learner_config_t *c) {
         int lag_max = 0;
         if (rank == 0) {
             // Collect at least `batch` trainable trajectories (whole groups).
-            double waited_since = rlx_now();
-            while (!finish && b.n < c->batch && !stop_signal) {
-                Rlx__Envelope *env = NULL;
-                int got;
-                if (replay) {
-                    got = trajlog_read(replay, w, &env, err, sizeof err);
-                    if (got < 0)
-                        fprintf(stderr, "rlx-learner: replay log: %s\n", err);
-                    if (got <= 0)
-                        break;
-                    cnt.replay_read += (int64_t)env->trajectory_batch->n_trajectories;
-                } else {
-                    got = hub_take(hub, c->batch - b.n, 200, &env);
-                    if (got < 0) {
-                        fprintf(stderr, "rlx-learner: the hub thread is gone\n");
-                        break;
-                    }
-                    if (got == 0) {
-                        if (rlx_now() - waited_since > c->take_timeout_s) {
-                            fprintf(stderr, "rlx-learner: no trajectories for %.0f s: are actors "
-                                            "and reward workers running?\n",
-                                    c->take_timeout_s);
-                            break;
-                        }
-                        continue;
-                    }
-                }
-                waited_since = rlx_now();
-                add_envelope(&b, env, cfg.ctx_len, cnt.step, replay ? -1 : c->max_lag, &cnt,
-                             &lag_sum, &lag_max);
-                wire_free(&env);
-            }
-            stop = finish || stop_signal || b.n < c->batch;
+            learner_source_t src = {
+                .hub = hub, .replay = replay, .w = w, .take_timeout_s = c->take_timeout_s};
+            text_add_t ta = {.b = &b,
+                             .ctx = cfg.ctx_len,
+                             .step = cnt.step,
+                             .max_lag = replay ? -1 : c->max_lag,
+                             .cnt = &cnt,
+                             .lag_sum = &lag_sum,
+                             .lag_max = &lag_max};
+            if (!finish)
+                learner_collect(&src, c->batch, &b.n, &cnt, text_add, &ta);
+            stop = finish || learner_stop_signal() || b.n < c->batch;
             if (stop && b.n > 0) {
                 cnt.dropped_shutdown += b.n; // a partial batch is not trained on
                 b.n = 0;
@@ -641,7 +598,7 @@ int learner_run(const learner_config_t *c) {
         double rsum = 0;
         for (int i = 0; i < b.n; i++)
             rsum += b.reward[i];
-        hub_counters_t hc = hub_totals(hub, &cnt.hub_prev);
+        hub_counters_t hc = learner_hub_totals(hub, &cnt.hub_prev);
         double el = rlx_now() - t0, tok_n = glob[4] > 0 ? glob[4] : 1;
         char eval_field[48] = "";
         if (evaluated)
@@ -679,15 +636,15 @@ int learner_run(const learner_config_t *c) {
 
     rc = 0;
     if (rank == 0) {
-        if (stop_signal)
-            printf("rlx-learner: signal %d: checkpointing and stopping\n", (int)stop_signal);
+        if (learner_stop_signal())
+            printf("rlx-learner: signal %d: checkpointing and stopping\n", learner_stop_signal());
         // Settle what is in flight first, so that the checkpoint's counters are final.
         hub_counters_t hc = {0};
         if (hub)
             hub_drain(hub, 5000, &hc);
-        add_earlier_runs(&hc, &cnt.hub_prev);
+        learner_add_earlier_runs(&hc, &cnt.hub_prev);
         save_checkpoint(m, c->out, &cnt, &hc);
-        if (eval_sampler && !stop_signal) {
+        if (eval_sampler && !learner_stop_signal()) {
             last_eval = evaluate(m, eval_sampler, smax, &evalp, eval_scorer, c);
             fprintf(metrics, "{\"step\": %lld, \"samples\": %lld, \"eval_accuracy\": %.4f, "
                              "\"final\": true, \"elapsed_s\": %.2f}\n",
@@ -695,31 +652,7 @@ int learner_run(const learner_config_t *c) {
             printf("eval step %lld accuracy %.4f (final)\n", (long long)cnt.step, last_eval);
         }
         // Everything sampled is trained on or dropped for a reason.
-        uint64_t sampled = hub ? hc.sampled : (uint64_t)cnt.replay_read;
-        uint64_t in_flight = hub ? hc.in_flight : 0;
-        fprintf(metrics,
-                "{\"summary\": true, \"step\": %lld, \"sampled\": %llu, \"trained\": %lld, "
-                "\"dropped_stale\": %lld, \"dropped_invalid\": %lld, \"dropped_score\": %llu, "
-                "\"dropped_shutdown\": %lld, \"duplicates\": %llu, \"in_flight\": %llu, "
-                "\"wire_errors\": %llu, \"score_requeues\": %llu, \"expired_work\": %llu, "
-                "\"elapsed_s\": %.2f}\n",
-                (long long)cnt.step, (unsigned long long)sampled, (long long)cnt.trained,
-                (long long)cnt.dropped_stale,
-                (long long)(cnt.dropped_invalid + (int64_t)hc.dropped_invalid),
-                (unsigned long long)hc.dropped_score,
-                (long long)(cnt.dropped_shutdown + (int64_t)hc.dropped_shutdown),
-                (unsigned long long)hc.duplicates, (unsigned long long)in_flight,
-                (unsigned long long)hc.wire_errors, (unsigned long long)hc.score_requeues,
-                (unsigned long long)hc.expired_work, rlx_now() - t0);
-        fflush(metrics);
-        printf("summary: sampled %llu trained %lld dropped_stale %lld dropped_invalid %lld "
-               "dropped_score %llu dropped_shutdown %lld in_flight %llu\n",
-               (unsigned long long)sampled, (long long)cnt.trained, (long long)cnt.dropped_stale,
-               (long long)(cnt.dropped_invalid + (int64_t)hc.dropped_invalid),
-               (unsigned long long)hc.dropped_score,
-               (long long)(cnt.dropped_shutdown + (int64_t)hc.dropped_shutdown),
-               (unsigned long long)in_flight);
-        fflush(stdout);
+        learner_write_summary(metrics, &cnt, &hc, hub != NULL, rlx_now() - t0);
     }
 cleanup:
     hub_stop(&hub);

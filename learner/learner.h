@@ -5,7 +5,8 @@
 // its shard, the gradients are summed with one in-place MPI_Allreduce on the contiguous
 // gradient buffer, and every rank steps AdamW identically. Rank 0 publishes new weights to
 // the actors every publish_every steps, evaluates on held-out prompts, writes metrics (JSON
-// lines) and checkpoints (every ckpt_every steps and on SIGINT/SIGTERM).
+// lines) and checkpoints (every ckpt_every steps and on SIGINT/SIGTERM). With gflow_env set,
+// learner_run trains a GFlowNet instead (gflow_learner.h) in the same loop structure.
 #ifndef RLX_LEARNER_H
 #define RLX_LEARNER_H
 
@@ -37,6 +38,14 @@ typedef struct {
     int threads;               // compute threads per rank
     uint64_t seed;             // evaluation sampling seed
     double take_timeout_s;     // give up waiting for trajectories after this long with none
+    // GFlowNet mode (gflow_learner.h): set by --env; the text options above that concern the
+    // model, prompts and objective are then unused.
+    const char *gflow_env; // "hypergrid", or NULL for the text learner
+    int gflow_objective;   // gfn_loss_kind_t: GFN_LOSS_TB, _DB, _SUBTB
+    float gflow_lambda;    // SubTB length discount
+    float logz_lr;         // log Z's AdamW learning rate (the net uses opt.lr)
+    int gflow_hidden;      // policy mlp width
+    int gflow_blocks;      // policy mlp residual blocks
 } learner_config_t;
 
 learner_config_t learner_defaults(void);

@@ -6,11 +6,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gflownet.h"
 #include "learner.h"
 
 static void usage(FILE *f) {
     learner_config_t d = learner_defaults();
-    fprintf(f,
+    fprintf(
+        f,
         "usage: mpirun -np K rlx-learner --init CKPT --out DIR --train-prompts TSV [options]\n"
         "Trains a gpt by reward: actors (rlx-actor) and reward workers (rlx-reward) connect to\n"
         "the hub that rank 0 binds.\n\n"
@@ -25,15 +27,24 @@ static void usage(FILE *f) {
         "objective: --batch N trajectories per step (%d) --clip-eps X (%g) --kl-coef X (%g)\n"
         "           --normalize (per-prompt reward normalisation) --max-lag N (%d)\n"
         "optimizer: --lr X (%g) --warmup N (%d) --beta2 X (%g) --wd X (%g) --clip X (%g)\n"
-        "eval:      --eval-prompts TSV --eval-scorer NAME (%s) --eval-n N (%d) --eval-every N (%d)\n"
-        "output:    --publish-every N (%d) --ckpt-every N (%d)\n",
-        (long long)d.steps, d.threads, d.hub.bind ? d.hub.bind : "tcp://*:5555",
-        d.hub.scorer, d.hub.prompts_per_item, d.hub.samples_per_prompt, d.hub.temperature,
-        d.hub.top_k, d.hub.max_new_tokens, d.hub.max_learner_queue, d.hub.max_in_flight,
-        d.hub.heartbeat_ms, d.hub.score_deadline_ms, d.hub.score_retries, d.hub.work_deadline_ms,
-        d.hub.score_batch, d.take_timeout_s, d.batch, d.rl.clip_eps, d.rl.kl_coef, d.max_lag,
-        d.opt.lr, d.opt.warmup_steps, d.opt.beta2, d.opt.weight_decay, d.opt.grad_clip,
-        d.eval_scorer, d.eval_n, d.eval_every, d.publish_every, d.ckpt_every);
+        "eval:      --eval-prompts TSV --eval-scorer NAME (%s) --eval-n N (%d) --eval-every N "
+        "(%d)\n"
+        "output:    --publish-every N (%d) --ckpt-every N (%d)\n\n"
+        "GFlowNet mode (no --init/--train-prompts; docs/gflownet.md):\n"
+        "           --env hypergrid --ndim D --height H --objective tb|db|subtb (tb)\n"
+        "           --logz-lr X (%g) --lambda X SubTB (%g) --epsilon X exploration (0)\n"
+        "           --hidden N (%d) --blocks N (%d); defaults there: --batch 16 --k 16\n"
+        "           --lr 1e-3 --beta2 0.999 --clip 0 --eval-every 20 (exact L1), --steps\n"
+        "           unlimited (stop with --max-samples)\n"
+        "           --max-in-flight 2*batch --max-learner-queue 2*batch --scorer hypergrid\n",
+        (long long)d.steps, d.threads, d.hub.bind ? d.hub.bind : "tcp://*:5555", d.hub.scorer,
+        d.hub.prompts_per_item, d.hub.samples_per_prompt, d.hub.temperature, d.hub.top_k,
+        d.hub.max_new_tokens, d.hub.max_learner_queue, d.hub.max_in_flight, d.hub.heartbeat_ms,
+        d.hub.score_deadline_ms, d.hub.score_retries, d.hub.work_deadline_ms, d.hub.score_batch,
+        d.take_timeout_s, d.batch, d.rl.clip_eps, d.rl.kl_coef, d.max_lag, d.opt.lr,
+        d.opt.warmup_steps, d.opt.beta2, d.opt.weight_decay, d.opt.grad_clip, d.eval_scorer,
+        d.eval_n, d.eval_every, d.publish_every, d.ckpt_every, d.logz_lr, d.gflow_lambda,
+        d.gflow_hidden, d.gflow_blocks);
 }
 
 static double num(const char *opt, const char *s, int rank) {
@@ -57,26 +68,102 @@ int main(int argc, char **argv) {
         c.hub.bind = "tcp://*:5555";
     if (!c.hub.run_id)
         c.hub.run_id = "rlx";
-    static const struct option opts[] = {
-        {"init", 1, 0, 'i'}, {"out", 1, 0, 'o'}, {"resume", 0, 0, 'R'}, {"metrics", 1, 0, 'm'},
-        {"replay", 1, 0, 'P'}, {"steps", 1, 0, 'S'}, {"max-samples", 1, 0, 'X'},
-        {"threads", 1, 0, 't'}, {"seed", 1, 0, 's'}, {"bind", 1, 0, 'b'}, {"run-id", 1, 0, 'r'},
-        {"train-prompts", 1, 0, 'p'}, {"scorer", 1, 0, 'c'}, {"prompts-per-item", 1, 0, 'n'},
-        {"k", 1, 0, 'k'}, {"temperature", 1, 0, 'T'}, {"top-k", 1, 0, 'K'},
-        {"max-new", 1, 0, 'N'}, {"max-learner-queue", 1, 0, 'Q'}, {"max-in-flight", 1, 0, 'F'},
-        {"heartbeat-ms", 1, 0, 'H'}, {"score-deadline-ms", 1, 0, 'D'},
-        {"score-retries", 1, 0, 'y'}, {"work-deadline-ms", 1, 0, 'W'},
-        {"score-batch", 1, 0, 'z'}, {"trajectory-log", 1, 0, 'L'}, {"take-timeout", 1, 0, 'O'},
-        {"batch", 1, 0, 'B'}, {"clip-eps", 1, 0, 'e'}, {"kl-coef", 1, 0, 'l'},
-        {"normalize", 0, 0, 'Z'}, {"max-lag", 1, 0, 'g'}, {"lr", 1, 0, 'a'},
-        {"warmup", 1, 0, 'w'}, {"beta2", 1, 0, '2'}, {"wd", 1, 0, 'd'}, {"clip", 1, 0, 'C'},
-        {"eval-prompts", 1, 0, 'E'}, {"eval-scorer", 1, 0, 'x'}, {"eval-n", 1, 0, 'v'},
-        {"eval-every", 1, 0, 'V'}, {"publish-every", 1, 0, 'u'}, {"ckpt-every", 1, 0, 'j'},
-        {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    static const struct option opts[] = {{"init", 1, 0, 'i'},
+                                         {"out", 1, 0, 'o'},
+                                         {"resume", 0, 0, 'R'},
+                                         {"metrics", 1, 0, 'm'},
+                                         {"replay", 1, 0, 'P'},
+                                         {"steps", 1, 0, 'S'},
+                                         {"max-samples", 1, 0, 'X'},
+                                         {"threads", 1, 0, 't'},
+                                         {"seed", 1, 0, 's'},
+                                         {"bind", 1, 0, 'b'},
+                                         {"run-id", 1, 0, 'r'},
+                                         {"train-prompts", 1, 0, 'p'},
+                                         {"scorer", 1, 0, 'c'},
+                                         {"prompts-per-item", 1, 0, 'n'},
+                                         {"k", 1, 0, 'k'},
+                                         {"temperature", 1, 0, 'T'},
+                                         {"top-k", 1, 0, 'K'},
+                                         {"max-new", 1, 0, 'N'},
+                                         {"max-learner-queue", 1, 0, 'Q'},
+                                         {"max-in-flight", 1, 0, 'F'},
+                                         {"heartbeat-ms", 1, 0, 'H'},
+                                         {"score-deadline-ms", 1, 0, 'D'},
+                                         {"score-retries", 1, 0, 'y'},
+                                         {"work-deadline-ms", 1, 0, 'W'},
+                                         {"score-batch", 1, 0, 'z'},
+                                         {"trajectory-log", 1, 0, 'L'},
+                                         {"take-timeout", 1, 0, 'O'},
+                                         {"batch", 1, 0, 'B'},
+                                         {"clip-eps", 1, 0, 'e'},
+                                         {"kl-coef", 1, 0, 'l'},
+                                         {"normalize", 0, 0, 'Z'},
+                                         {"max-lag", 1, 0, 'g'},
+                                         {"lr", 1, 0, 'a'},
+                                         {"warmup", 1, 0, 'w'},
+                                         {"beta2", 1, 0, '2'},
+                                         {"wd", 1, 0, 'd'},
+                                         {"clip", 1, 0, 'C'},
+                                         {"eval-prompts", 1, 0, 'E'},
+                                         {"eval-scorer", 1, 0, 'x'},
+                                         {"eval-n", 1, 0, 'v'},
+                                         {"eval-every", 1, 0, 'V'},
+                                         {"publish-every", 1, 0, 'u'},
+                                         {"ckpt-every", 1, 0, 'j'},
+                                         {"env", 1, 0, 1000},
+                                         {"ndim", 1, 0, 1001},
+                                         {"height", 1, 0, 1002},
+                                         {"objective", 1, 0, 1003},
+                                         {"logz-lr", 1, 0, 1004},
+                                         {"lambda", 1, 0, 1005},
+                                         {"epsilon", 1, 0, 1006},
+                                         {"hidden", 1, 0, 1007},
+                                         {"blocks", 1, 0, 1008},
+                                         {"help", 0, 0, 'h'},
+                                         {0, 0, 0, 0}};
     int ch, idx = 0;
+    unsigned char given[256] = {0}; // options seen (short codes), for mode-dependent defaults
     while ((ch = getopt_long(argc, argv, "", opts, &idx)) != -1) {
         const char *nm = opts[idx].name;
+        if (ch > 0 && ch < 256)
+            given[ch] = 1;
         switch (ch) {
+        case 1000:
+            c.gflow_env = optarg;
+            break;
+        case 1001:
+            c.hub.gflow_ndim = (int)num(nm, optarg, rank);
+            break;
+        case 1002:
+            c.hub.gflow_height = (int)num(nm, optarg, rank);
+            break;
+        case 1003:
+            if (!strcmp(optarg, "tb") || !strcmp(optarg, "db") || !strcmp(optarg, "subtb")) {
+                c.gflow_objective = !strcmp(optarg, "tb")   ? GFN_LOSS_TB
+                                    : !strcmp(optarg, "db") ? GFN_LOSS_DB
+                                                            : GFN_LOSS_SUBTB;
+                break;
+            }
+            if (rank == 0)
+                fprintf(stderr, "rlx-learner: --objective tb|db|subtb, got '%s'\n", optarg);
+            MPI_Finalize();
+            return 2;
+        case 1004:
+            c.logz_lr = (float)num(nm, optarg, rank);
+            break;
+        case 1005:
+            c.gflow_lambda = (float)num(nm, optarg, rank);
+            break;
+        case 1006:
+            c.hub.gflow_epsilon = (float)num(nm, optarg, rank);
+            break;
+        case 1007:
+            c.gflow_hidden = (int)num(nm, optarg, rank);
+            break;
+        case 1008:
+            c.gflow_blocks = (int)num(nm, optarg, rank);
+            break;
         case 'i': c.init = optarg; break;
         case 'o': c.out = optarg; break;
         case 'R': c.resume = 1; break;
@@ -132,10 +219,35 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
+    if (c.gflow_env) { // GFlowNet defaults where the text ones do not fit
+        if (!given['B'])
+            c.batch = 16;
+        if (!given['S'])
+            c.steps = (long long)1 << 40; // --max-samples is the natural limit here
+        if (!given['k'])
+            c.hub.samples_per_prompt = 16;
+        c.hub.prompts_per_item = 1;
+        if (!given['a'])
+            c.opt.lr = 1e-3f;
+        if (!given['2'])
+            c.opt.beta2 = 0.999f;
+        if (!given['C'])
+            c.opt.grad_clip = 0.0f;
+        if (!given['c'])
+            c.hub.scorer = "hypergrid";
+        if (!given['F'])
+            c.hub.max_in_flight = 2 * c.batch;
+        if (!given['Q'])
+            c.hub.max_learner_queue = 2 * c.batch;
+    } else {
+        c.hub.gflow_ndim = 0; // --ndim/--height mean nothing without --env
+    }
     const char *bad = NULL;
     if (!c.out)
         bad = "--out DIR is required";
-    else if (!c.replay && !c.hub.train_prompts)
+    else if (c.gflow_env && (c.hub.gflow_ndim < 1 || c.hub.gflow_height < 2 || c.replay))
+        bad = "--env needs --ndim D >= 1 and --height H >= 2 (and no --replay)";
+    else if (!c.gflow_env && !c.replay && !c.hub.train_prompts)
         bad = "--train-prompts TSV is required (or --replay TRAJLOG)";
     else if (c.batch < 1 || c.steps < 1 || c.threads < 1 || c.hub.samples_per_prompt < 1)
         bad = "--batch, --steps, --threads and --k must be >= 1";

@@ -109,7 +109,8 @@ static int open_socket(reward_t *r) {
 static void send_hello(reward_t *r) {
     if (open_socket(r) != 0)
         return;
-    Rlx__TrajectoryKind kinds[1] = {RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_TEXT};
+    Rlx__TrajectoryKind kinds[2] = {RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_TEXT,
+                                    RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_GFLOW};
     Rlx__Hello h = RLX__HELLO__INIT;
     h.role = RLX__ROLE__ROLE_REWARD_WORKER;
     h.worker_id = r->st.worker_id;
@@ -117,7 +118,7 @@ static void send_hello(reward_t *r) {
     h.agent = "rlx-reward 0.1";
     h.n_scorers = (size_t)r->nnames;
     h.scorers = r->names;
-    h.n_trajectory_kinds = 1;
+    h.n_trajectory_kinds = 2;
     h.trajectory_kinds = kinds;
     h.credits = (uint32_t)r->cfg.credits;
     h.pid = (uint32_t)getpid();
@@ -213,7 +214,17 @@ static void answer(reward_t *r, const Rlx__ScoreRequest *req) {
                 log_once(r, LOG_UNKNOWN_SCORER, "%s", er[i].error);
                 continue;
             }
-            er[i].reward = scorer_score(id, ei[i].prompt, ei[i].response, ei[i].target);
+            const Rlx__ScoreItem *it = req->items[i];
+            if (scorer_is_payload(id)) {
+                if (scorer_score_payload(id, it->payload, it->n_payload, it->payload_shape,
+                                         it->n_payload_shape, &er[i].reward, er[i].error,
+                                         sizeof er[i].error) != 0) {
+                    log_once(r, LOG_UNKNOWN_SCORER, "%s", er[i].error);
+                    continue;
+                }
+            } else {
+                er[i].reward = scorer_score(id, ei[i].prompt, ei[i].response, ei[i].target);
+            }
             er[i].ncomponents = 1;
             snprintf(er[i].component_name[0], sizeof er[i].component_name[0], "%s",
                      scorer_name(id));

@@ -893,10 +893,97 @@ static void test_zmq_loopback(void) {
     zmq_ctx_term(ctx);
 }
 
+// ---- arenas and same-process handover ----------------------------------------------------
+
+static void *free_in_thread(void *arg) {
+    Rlx__Envelope *env = arg;
+    wire_free(&env);
+    return NULL;
+}
+
+// Parts of a decoded Envelope outlive it while a reference holds its arena; a handover batch
+// of trajectories from two decoded batches reads them after both are freed, and its last
+// reference may go in another thread (ASan checks the memory, LeakSanitizer that all goes).
+static void test_arena_handover(void) {
+    wire_t *w = wire_new("arena", 0, "run-A");
+    Rlx__Envelope *dec[2] = {NULL, NULL};
+    wire_arena_t *held[4];
+    Rlx__Trajectory *tv[4];
+    for (int b = 0; b < 2; b++) {
+        uint32_t prompt[3] = {256, 'a', (uint32_t)('0' + b)};
+        float lp[3] = {-1.f, -2.f, -3.f};
+        Rlx__TrajectoryId id[2];
+        Rlx__TextTrajectory tx[2];
+        Rlx__Trajectory t[2], *tp[2];
+        for (int i = 0; i < 2; i++) {
+            rlx__trajectory_id__init(&id[i]);
+            id[i].actor_id = 7;
+            id[i].seq = (uint64_t)(2 * b + i + 1);
+            rlx__text_trajectory__init(&tx[i]);
+            tx[i].n_prompt_tokens = tx[i].n_response_tokens = tx[i].n_logprobs = 3;
+            tx[i].prompt_tokens = tx[i].response_tokens = prompt;
+            tx[i].logprobs = lp;
+            rlx__trajectory__init(&t[i]);
+            t[i].id = &id[i];
+            t[i].work_id = 10 + (uint64_t)b;
+            t[i].kind_case = RLX__TRAJECTORY__KIND_TEXT;
+            t[i].text = &tx[i];
+            tp[i] = &t[i];
+        }
+        Rlx__TrajectoryBatch tb = RLX__TRAJECTORY_BATCH__INIT;
+        tb.n_trajectories = 2;
+        tb.trajectories = tp;
+        Rlx__Envelope env = RLX__ENVELOPE__INIT;
+        env.body_case = RLX__ENVELOPE__BODY_TRAJECTORY_BATCH;
+        env.trajectory_batch = &tb;
+        uint8_t *buf;
+        size_t len;
+        TU_CHECK(wire_encode(w, &env, &buf, &len, NULL) == WIRE_OK, "encode batch %d", b);
+        TU_CHECK(wire_decode(w, buf, len, &dec[b], NULL) == WIRE_OK, "decode batch %d", b);
+        free(buf); // the decoded Envelope does not point into the bytes
+        if (!dec[b])
+            return;
+        for (int i = 0; i < 2; i++) {
+            tv[2 * b + i] = dec[b]->trajectory_batch->trajectories[i];
+            held[2 * b + i] = wire_arena_retain(dec[b]);
+        }
+    }
+    for (int b = 0; b < 2; b++)
+        wire_free(&dec[b]); // the trajectories live on in their arenas
+    TU_CHECK(tv[3]->id->seq == 4 && tv[3]->text->prompt_tokens[2] == '1' &&
+                 tv[3]->text->logprobs[2] == -3.f,
+             "a trajectory outlives its Envelope while its arena is held");
+    Rlx__Envelope *batch = wire_batch_handover(w, tv, held, 4);
+    for (int i = 0; i < 4; i++)
+        wire_arena_release(&held[i]); // the batch holds its own references
+    TU_CHECK(held[0] == NULL, "wire_arena_release nulls the pointer");
+    TU_CHECK(batch && batch->body_case == RLX__ENVELOPE__BODY_TRAJECTORY_BATCH &&
+                 batch->protocol_version == WIRE_PROTOCOL_VERSION &&
+                 strcmp(batch->run_id, "run-A") == 0 &&
+                 batch->trajectory_batch->n_trajectories == 4,
+             "handover batch stamped, 4 trajectories");
+    if (batch) {
+        int ok = 1;
+        for (int i = 0; i < 4; i++)
+            ok &= batch->trajectory_batch->trajectories[i]->id->seq == (uint64_t)i + 1;
+        TU_CHECK(ok, "handover batch in order");
+        // It re-encodes like any Envelope, then goes in another thread.
+        uint8_t *buf;
+        size_t len;
+        TU_CHECK(wire_encode(w, batch, &buf, &len, NULL) == WIRE_OK, "handover batch encodes");
+        free(buf);
+        pthread_t th;
+        TU_CHECK(pthread_create(&th, NULL, free_in_thread, batch) == 0, "thread");
+        pthread_join(th, NULL);
+    }
+    wire_destroy(&w);
+}
+
 int main(void) {
     test_roundtrip_all_types();
     test_text_trajectory_by_hand();
     test_refusals();
+    test_arena_handover();
     test_zmq_loopback();
     return tu_finish("test_wire");
 }

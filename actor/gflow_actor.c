@@ -1,0 +1,145 @@
+// gflow_actor.c: see gflow_actor.h.
+#include "gflow_actor.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "gfn_ckpt.h"
+#include "gfn_traj.h"
+#include "rng.h"
+
+struct gflow_batch {
+    int n;                    // trajectories
+    uint64_t transitions;     // transitions over all of them
+    gfn_batch_t *b;           // (n) the sampled trajectories (logpf/logpb point here)
+    float *states;            // (n, max_len + 1, D) wire states
+    uint32_t *actions;        // (n, max_len) wire actions
+    Rlx__GflowTrajectory *gx; // (n)
+    Rlx__Trajectory *tr;      // (n)
+    Rlx__Trajectory **trp;    // (n)
+    Rlx__TrajectoryId *ids;   // (n)
+    Rlx__TrajectoryBatch tb;  // the batch
+    Rlx__Envelope env;        // its envelope
+};
+
+int gflow_actor_install(gfn_policy_t **policy, const ckpt_t *ck, char *err, size_t errlen) {
+    if (*policy && gfn_ckpt_load(*policy, ck, err, errlen) == 0)
+        return 0;
+    gfn_policy_t *p = gfn_ckpt_policy(ck, GFLOW_ACTOR_CHUNK, err, errlen);
+    if (!p)
+        return -1;
+    gfn_policy_destroy(policy);
+    *policy = p;
+    return 0;
+}
+
+gflow_batch_t *gflow_actor_sample(gfn_policy_t *p, const Rlx__WorkItem *it, uint32_t actor_id,
+                                  uint64_t first_seq, uint64_t version, uint64_t seed,
+                                  const char **why) {
+    const Rlx__GflowEnv *e = it->gflow;
+    int P = (int)it->n_prompts, k = it->samples_per_prompt ? (int)it->samples_per_prompt : 1;
+    if (!e || !e->env || strcmp(e->env, "hypergrid") != 0) {
+        *why = "unknown gflownet environment (this actor samples \"hypergrid\")";
+        return NULL;
+    }
+    if ((int)e->ndim != p->env.ndim || (int)e->height != p->env.height) {
+        *why = "the item's ndim/height differ from the policy's";
+        return NULL;
+    }
+    if (P < 1 || (int64_t)P * k > (1 << 16)) {
+        *why = P < 1 ? "no prompts" : "too many trajectories";
+        return NULL;
+    }
+    if (!(e->epsilon >= 0 && e->epsilon <= 1)) {
+        *why = "epsilon outside [0, 1]";
+        return NULL;
+    }
+    int n = P * k, D = p->env.ndim, L = p->max_len;
+    gflow_batch_t *g = calloc(1, sizeof *g);
+    if (!g) {
+        *why = "out of memory";
+        return NULL;
+    }
+    g->n = n;
+    g->b = gfn_batch_new(&p->env, n);
+    g->states = malloc((size_t)n * (L + 1) * D * sizeof *g->states);
+    g->actions = malloc((size_t)n * L * sizeof *g->actions);
+    g->gx = calloc((size_t)n, sizeof *g->gx);
+    g->tr = calloc((size_t)n, sizeof *g->tr);
+    g->trp = calloc((size_t)n, sizeof *g->trp);
+    g->ids = calloc((size_t)n, sizeof *g->ids);
+    if (!g->states || !g->actions || !g->gx || !g->tr || !g->trp || !g->ids) {
+        gflow_batch_destroy(&g);
+        *why = "out of memory";
+        return NULL;
+    }
+    // Sample in chunks of the policy's capacity into a view of the item's batch.
+    gfn_batch_t *chunk = gfn_batch_new(&p->env, p->max_traj);
+    for (int lo = 0, c = 0; lo < n; lo += p->max_traj, c++) {
+        int m = n - lo < p->max_traj ? n - lo : p->max_traj;
+        rng_t r;
+        rng_seed2(&r, seed, (uint64_t)c);
+        gfn_sample(p, chunk, m, e->epsilon, &r);
+        size_t at = (size_t)lo * L, cnt = (size_t)m * L;
+        memcpy(g->b->len + lo, chunk->len, (size_t)m * sizeof *chunk->len);
+        memcpy(g->b->states + at, chunk->states, cnt * sizeof *chunk->states);
+        memcpy(g->b->actions + at, chunk->actions, cnt * sizeof *chunk->actions);
+        memcpy(g->b->logpf + at, chunk->logpf, cnt * sizeof *chunk->logpf);
+        memcpy(g->b->logpb + at, chunk->logpb, cnt * sizeof *chunk->logpb);
+        memcpy(g->b->logr + lo, chunk->logr, (size_t)m * sizeof *chunk->logr);
+    }
+    gfn_batch_destroy(&chunk);
+    g->b->n = n;
+    for (int i = 0; i < n; i++) {
+        int pi = i / k;
+        gfn_traj_from_batch(&p->env, g->b, i, &g->gx[i], g->states + (size_t)i * (L + 1) * D,
+                            g->actions + (size_t)i * L);
+        g->transitions += (uint64_t)g->b->len[i];
+        rlx__trajectory_id__init(&g->ids[i]);
+        g->ids[i].actor_id = actor_id;
+        g->ids[i].seq = first_seq + (uint64_t)i;
+        rlx__trajectory__init(&g->tr[i]);
+        g->tr[i].id = &g->ids[i];
+        g->tr[i].work_id = it->work_id;
+        g->tr[i].prompt_id = it->prompts[pi]->prompt_id;
+        g->tr[i].group_index = (uint32_t)(i % k);
+        g->tr[i].group_size = (uint32_t)k;
+        g->tr[i].policy_version = version;
+        g->tr[i].kind_case = RLX__TRAJECTORY__KIND_GFLOW;
+        g->tr[i].gflow = &g->gx[i];
+        g->trp[i] = &g->tr[i];
+    }
+    rlx__trajectory_batch__init(&g->tb);
+    g->tb.n_trajectories = (size_t)n;
+    g->tb.trajectories = g->trp;
+    g->tb.work_id = it->work_id;
+    rlx__envelope__init(&g->env);
+    g->env.body_case = RLX__ENVELOPE__BODY_TRAJECTORY_BATCH;
+    g->env.trajectory_batch = &g->tb;
+    return g;
+}
+
+Rlx__Envelope *gflow_batch_envelope(gflow_batch_t *b) {
+    return &b->env;
+}
+int gflow_batch_count(const gflow_batch_t *b) {
+    return b->n;
+}
+uint64_t gflow_batch_transitions(const gflow_batch_t *b) {
+    return b->transitions;
+}
+
+void gflow_batch_destroy(gflow_batch_t **self_p) {
+    if (!self_p || !*self_p)
+        return;
+    gflow_batch_t *g = *self_p;
+    gfn_batch_destroy(&g->b);
+    free(g->states);
+    free(g->actions);
+    free(g->gx);
+    free(g->tr);
+    free(g->trp);
+    free(g->ids);
+    free(g);
+    *self_p = NULL;
+}

@@ -1,0 +1,68 @@
+// learner_common.h: the parts of the learner loop every objective shares (learner.c: text
+// by reward; gflow_learner.c: GFlowNets): run-level counters and their checkpointed form,
+// the hub's run-long counters across --resume, signals, collecting a batch on rank 0 from the
+// hub (or a replay log) with the take timeout, and the summary line (sampled = trained +
+// dropped, in_flight).
+#ifndef RLX_LEARNER_COMMON_H
+#define RLX_LEARNER_COMMON_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "hub.h"
+#include "trajlog.h"
+#include "wire.h"
+
+// Run-level counters of the learner (rank 0).
+typedef struct {
+    int64_t step;             // optimizer steps taken
+    int64_t trained;          // trajectories used in a gradient step
+    int64_t consumed;         // trajectories taken (trained + dropped here)
+    int64_t dropped_stale;    // older than max_lag versions
+    int64_t dropped_invalid;  // refused by the learner (does not fit the model, bad kind)
+    int64_t dropped_shutdown; // taken but not trained when the run stopped
+    int64_t replay_read;      // trajectories read from the replay log
+    hub_counters_t hub_prev;  // the hubs' run-long counters of earlier runs (before --resume)
+} learner_counts_t;
+
+// Checkpoint extra section: learner state for --resume.
+typedef struct {
+    char magic[8];           // "RLXLRN2\0"
+    learner_counts_t counts; // counters at the time of the checkpoint
+} learner_state_t;
+
+// SIGINT/SIGTERM set the stop flag (checkpoint and stop at the next batch).
+void learner_signals_install(void);
+// The signal that asked to stop, or 0.
+int learner_stop_signal(void);
+
+// Adds the run-long hub counters (not queue depths) of earlier runs to k, so that
+// sampled = trained + dropped holds across --resume.
+void learner_add_earlier_runs(hub_counters_t *k, const hub_counters_t *prev);
+// The hub's counters now (zero without a hub), earlier runs included.
+hub_counters_t learner_hub_totals(hub_t *hub, const hub_counters_t *prev);
+
+// Where rank 0's trajectories come from.
+typedef struct {
+    hub_t *hub;            // live actors via the hub, or NULL
+    trajlog_t *replay;     // ... a trajectory log (then hub is NULL)
+    wire_t *w;             // decodes replay records
+    double take_timeout_s; // give up after this long without trajectories
+} learner_source_t;
+
+// Called with each TrajectoryBatch envelope taken; it adds what it can train on (counting the
+// rest in cnt) and so advances the count `have` that learner_collect watches.
+typedef void (*learner_add_fn)(void *ctx, const Rlx__Envelope *env);
+
+// Rank 0: takes batches (hub_take up to want - *have at once, whole groups) and gives them to
+// add until *have >= want, a stop signal, the end of the replay log, the hub thread is gone,
+// or take_timeout_s pass without any. Counts replayed trajectories in cnt->replay_read.
+void learner_collect(const learner_source_t *src, int want, const int *have, learner_counts_t *cnt,
+                     learner_add_fn add, void *ctx);
+
+// Writes the summary JSON line to metrics and prints it: hc are the counters after
+// hub_drain with earlier runs added; hub NULL means a replay (sampled = replay_read).
+void learner_write_summary(FILE *metrics, const learner_counts_t *cnt, const hub_counters_t *hc,
+                           int have_hub, double elapsed_s);
+
+#endif
