@@ -22,6 +22,7 @@
 
 #include "bytetok.h"
 #include "ckpt.h"
+#include "diffusion_actor.h"
 #include "gflow_actor.h"
 #include "gpt.h"
 #include "sampler.h"
@@ -94,6 +95,7 @@ struct actor {
     gpt_t *model;         // current policy (NULL before the first weights)
     sampler_t *sampler;   // sampler over model
     gfn_policy_t *gfn;    // GFlowNet policy (gflow_actor.h), NULL unless its weights came
+    diff_t *diff;         // diffusion policy (diffusion_actor.h), NULL unless its weights came
     uint64_t unavailable; // version the hub said it no longer holds (do not fetch again)
     fetch_t f;            // weight fetch in progress
     // work
@@ -189,14 +191,15 @@ static int open_socket(actor_t *a) {
 static int send_hello(actor_t *a) {
     if (open_socket(a) != 0)
         return -1;
-    Rlx__TrajectoryKind kinds[2] = {RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_TEXT,
-                                    RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_GFLOW};
+    Rlx__TrajectoryKind kinds[3] = {RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_TEXT,
+                                    RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_GFLOW,
+                                    RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_DIFFUSION};
     Rlx__Hello h = RLX__HELLO__INIT;
     h.role = RLX__ROLE__ROLE_ACTOR;
     h.worker_id = a->st.worker_id;
     h.name = a->name;
     h.agent = "rlx-actor 0.1";
-    h.n_trajectory_kinds = 2;
+    h.n_trajectory_kinds = 3;
     h.trajectory_kinds = kinds;
     h.credits = (uint32_t)a->cfg.credits;
     h.pid = (uint32_t)getpid();
@@ -361,10 +364,12 @@ static int install_weights(actor_t *a, const void *blob, size_t len, uint64_t ve
     ckpt_t *ck = ckpt_parse(blob, len, err, sizeof err);
     if (!ck)
         goto refused;
-    if (ckpt_kind(ck) != CKPT_KIND_GPT && ckpt_kind(ck) != CKPT_KIND_GFN) {
+    int is_diff = ckpt_kind(ck) == CKPT_KIND_MLP && diff_is_ckpt(ck);
+    if (ckpt_kind(ck) != CKPT_KIND_GPT && ckpt_kind(ck) != CKPT_KIND_GFN && !is_diff) {
         snprintf(err, sizeof err,
-                 "checkpoint holds model kind %u, the actor samples gpt (%d) and gflownet (%d)",
-                 ckpt_kind(ck), CKPT_KIND_GPT, CKPT_KIND_GFN);
+                 "checkpoint holds model kind %u, the actor samples gpt (%d), gflownet (%d) "
+                 "and diffusion (%d with a RLXDIFF1 config)",
+                 ckpt_kind(ck), CKPT_KIND_GPT, CKPT_KIND_GFN, CKPT_KIND_MLP);
         goto refused;
     }
     const int32_t *cfg = ckpt_config(ck);
@@ -378,6 +383,9 @@ static int install_weights(actor_t *a, const void *blob, size_t len, uint64_t ve
     }
     if (ckpt_kind(ck) == CKPT_KIND_GFN) {
         if (gflow_actor_install(&a->gfn, ck, err, sizeof err) != 0)
+            goto refused;
+    } else if (is_diff) {
+        if (diff_actor_install(&a->diff, ck, err, sizeof err) != 0)
             goto refused;
     } else if (a->model && config_matches(&a->model->cfg, cfg)) {
         if (paramset_load(&a->model->ps, ck, err, sizeof err) != 0)
@@ -711,7 +719,8 @@ cleanup:
 static int can_start(const actor_t *a) {
     if (a->qlen == 0)
         return 0;
-    if (a->queue[0]->work_item->gflow ? !a->gfn : !a->model)
+    const Rlx__WorkItem *it = a->queue[0]->work_item;
+    if (it->gflow ? !a->gfn : it->diffusion ? !a->diff : !a->model)
         return 0;
     uint64_t want = a->queue[0]->work_item->policy_version;
     return !(want > a->st.policy_version && a->f.active && a->f.version >= want);
@@ -735,11 +744,29 @@ static void gflow_item(actor_t *a, Rlx__Envelope *env) {
     wire_free(&env);
 }
 
+// Samples and sends a diffusion work item (diffusion_actor.h); frees env.
+static void diffusion_item(actor_t *a, Rlx__Envelope *env) {
+    const Rlx__WorkItem *it = env->work_item;
+    const char *why = "out of memory";
+    uint64_t seed = it->seed ? it->seed : a->cfg.seed ^ (it->work_id * 0x9E3779B97F4A7C15ull);
+    diff_batch_t *db = diff_actor_sample(a->diff, it, a->st.worker_id, a->st.trajectories + 1,
+                                         a->st.policy_version, seed, &why);
+    if (!db) {
+        refuse_item(a, it->work_id, why);
+    } else if (send_env(a, diff_batch_envelope(db)) == WIRE_OK) {
+        a->st.items++;
+        a->st.trajectories += (uint64_t)diff_batch_count(db);
+        a->st.tokens += diff_batch_steps(db);
+    }
+    diff_batch_destroy(&db);
+    wire_free(&env);
+}
+
 // Advances the sampling work by one slice. Returns 1 if it did something.
 static int work_step(actor_t *a) {
     if (!a->job.env) {
         if (!can_start(a)) {
-            if (a->qlen > 0 && !a->model && !a->gfn && !a->f.active)
+            if (a->qlen > 0 && !a->model && !a->gfn && !a->diff && !a->f.active)
                 log_once(a, LOG_NO_WEIGHTS,
                          "holding a work item but no weights: waiting for a WeightAnnounce");
             return 0;
@@ -749,6 +776,11 @@ static int work_step(actor_t *a) {
         a->qlen--;
         if (env->work_item->gflow) { // sampled whole, at once
             gflow_item(a, env);
+            send_work_request(a);
+            return 1;
+        }
+        if (env->work_item->diffusion) { // sampled whole, at once
+            diffusion_item(a, env);
             send_work_request(a);
             return 1;
         }
@@ -979,6 +1011,7 @@ void actor_destroy(actor_t **self_p) {
     sampler_destroy(&a->sampler);
     gpt_destroy(&a->model);
     gfn_policy_destroy(&a->gfn);
+    diff_destroy(&a->diff);
     if (a->sock)
         zmq_close(a->sock);
     wire_destroy(&a->wire);

@@ -1,6 +1,8 @@
 // actor.h: the rlx actor, a worker that samples text trajectories from the current policy.
 // It also samples GFlowNet (HyperGrid) trajectories: a WorkItem with WorkItem.gflow is
 // answered by gflow_actor.h with the gflownet policy blob (gfn_ckpt.h) the hub published.
+// Likewise a WorkItem with WorkItem.diffusion is answered by diffusion_actor.h (denoising
+// chains) with the diffusion checkpoint blob (diffusion.h diff_save) the hub published.
 //
 // It joins the hub over one DEALER socket (proto/rlx.proto: Hello/Welcome, heartbeats, Bye),
 // keeps the newest weights (WeightAnnounce -> pipelined WeightRequests -> WeightChunks, each

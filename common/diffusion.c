@@ -174,10 +174,23 @@ int diff_save(const diff_t *d, const char *path, char *err, size_t errlen) {
     return mlp_save(d->net, path, &b, sizeof b, err, errlen);
 }
 
+int diff_is_ckpt(const ckpt_t *ck) {
+    uint64_t nb = 0;
+    const diff_blob_t *b = ckpt_section(ck, "extra", &nb);
+    return b && nb == sizeof *b && memcmp(b->magic, DIFF_MAGIC, 8) == 0;
+}
+
 diff_t *diff_load(const char *path, int max_batch, char *err, size_t errlen) {
     ckpt_t *ck = ckpt_read(path, err, errlen);
     if (!ck)
         return NULL;
+    diff_t *d = diff_from_ckpt(ck, path, max_batch, err, errlen);
+    ckpt_destroy(&ck);
+    return d;
+}
+
+diff_t *diff_from_ckpt(const ckpt_t *ck, const char *path, int max_batch, char *err,
+                       size_t errlen) {
     diff_t *d = NULL;
     uint64_t nb = 0;
     const diff_blob_t *b = ckpt_section(ck, "extra", &nb);
@@ -213,7 +226,6 @@ diff_t *diff_load(const char *path, int max_batch, char *err, size_t errlen) {
     }
     d = diff_wrap(&c, net, max_batch);
 done:
-    ckpt_destroy(&ck);
     return d;
 }
 

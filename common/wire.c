@@ -210,12 +210,12 @@ typedef struct arena_block {
 } arena_block_t;
 
 struct wire_arena {
-    uint32_t magic;         // ARENA_MAGIC: wire_free was given a decoded Envelope
-    atomic_int refs;        // the Envelope's own (until wire_free) plus wire_arena_retain's
-    arena_block_t *blocks;  // newest first
-    wire_arena_t **held;    // (n_held) arenas this one keeps alive (wire_batch_handover)
-    size_t n_held;          // how many
-    Rlx__Envelope env;      // the decoded Envelope handed out
+    uint32_t magic;        // ARENA_MAGIC: wire_free was given a decoded Envelope
+    atomic_int refs;       // the Envelope's own (until wire_free) plus wire_arena_retain's
+    arena_block_t *blocks; // newest first
+    wire_arena_t **held;   // (n_held) arenas this one keeps alive (wire_batch_handover)
+    size_t n_held;         // how many
+    Rlx__Envelope env;     // the decoded Envelope handed out
 };
 
 static wire_arena_t *arena_new(size_t first_block) {
@@ -517,15 +517,19 @@ int wire_recv(wire_t *self, void *socket, int timeout_ms, wire_peer_t *from, Rlx
     if (rc != WIRE_OK)
         return rc;
 
-    zmq_pollitem_t item = {.socket = socket, .events = ZMQ_POLLIN};
-    int ready = zmq_poll(&item, 1, timeout_ms);
-    if (ready < 0)
-        return errno == EINTR
-                   ? refuse(self, why, WIRE_ERR_INTERRUPTED, 0, 0, 0, "interrupted by a signal")
-                   : refuse(self, why, WIRE_ERR_TRANSPORT, 0, 0, 0, "zmq_poll: %s",
-                            zmq_strerror(errno));
-    if (ready == 0 || !(item.revents & ZMQ_POLLIN))
-        return refuse(self, why, WIRE_ERR_TIMEOUT, 0, 0, 0, "nothing within %d ms", timeout_ms);
+    // No wait: the non-blocking read below says whether anything is there (zmq_poll would
+    // cost a poll() system call per message to the hub's drain loop).
+    if (timeout_ms > 0) {
+        zmq_pollitem_t item = {.socket = socket, .events = ZMQ_POLLIN};
+        int ready = zmq_poll(&item, 1, timeout_ms);
+        if (ready < 0)
+            return errno == EINTR
+                       ? refuse(self, why, WIRE_ERR_INTERRUPTED, 0, 0, 0, "interrupted by a signal")
+                       : refuse(self, why, WIRE_ERR_TRANSPORT, 0, 0, 0, "zmq_poll: %s",
+                                zmq_strerror(errno));
+        if (ready == 0 || !(item.revents & ZMQ_POLLIN))
+            return refuse(self, why, WIRE_ERR_TIMEOUT, 0, 0, 0, "nothing within %d ms", timeout_ms);
+    }
 
     // Read every frame of the message (ZeroMQ delivers them all at once): the identity on a
     // ROUTER socket, then the payload; any extra frames are read and dropped.

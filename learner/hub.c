@@ -29,10 +29,10 @@
 //
 // Trajectory life: an actor's trajectory that passes validation is held (its protobuf message
 // detached from the received batch, no copy; a reference keeps the batch's wire arena alive)
-// with a ScoreItem pointing into it; it waits in
-// the score queue, travels in a ScoreRequest, comes back scored or is dropped; when every
-// sample of its group is settled (and the group is complete, or its work item is closed) the
-// scored survivors go to the learner queue together; hub_take hands them out.
+// with a ScoreItem pointing into it; it waits in the score queue, travels in a ScoreRequest,
+// comes back scored or is dropped; when every sample of its group is settled (and the group is
+// complete, or its work item is closed) the scored survivors go to the learner queue
+// together; hub_take hands them out (the decoded trajectories themselves, see the pipe).
 #include "hub.h"
 
 #include <assert.h>
@@ -51,6 +51,7 @@
 
 #include "bytetok.h"
 #include "gpt.h"
+#include "hub_diffusion.h"
 #include "hub_gflow.h"
 #include "rng.h"
 #include "trajlog.h"
@@ -845,6 +846,11 @@ static int send_work(hub_loop_t *s, worker_t *a) {
     Rlx__GflowEnv genv;
     if (s->c.gflow_ndim > 0)
         hub_gflow_work(&s->c, &it, &genv);
+    Rlx__DiffusionSpec dspec;
+    int32_t dlabels[HUB_DIFF_MAX_PROMPTS];
+    uint32_t dshape[4];
+    if (s->c.diff_steps > 0)
+        hub_diff_work(&s->c, &it, &dspec, dlabels, dshape);
     Rlx__Envelope env = RLX__ENVELOPE__INIT;
     env.body_case = RLX__ENVELOPE__BODY_WORK_ITEM;
     env.work_item = &it;
@@ -981,6 +987,8 @@ static const char *check_traj(hub_loop_t *s, const Rlx__Trajectory *t, group_t *
     *slot_g = g;
     if (s->c.gflow_ndim > 0)
         return hub_gflow_check(&s->c, t);
+    if (s->c.diff_steps > 0)
+        return hub_diff_check(&s->c, t, g->prompt);
     if (t->kind_case != RLX__TRAJECTORY__KIND_TEXT || !t->text)
         return "not a text trajectory";
     const Rlx__TextTrajectory *x = t->text;
@@ -1004,7 +1012,9 @@ static const char *check_traj(hub_loop_t *s, const Rlx__Trajectory *t, group_t *
 // accept_traj for a checked GflowTrajectory: its terminal state is the scorer's payload.
 static int accept_gflow(hub_loop_t *s, Rlx__Trajectory *t, group_t *g) {
     traj_t *h = calloc(1, sizeof *h);
-    if (!h || hub_gflow_item(&s->c, t, s->scorer, &h->item, &h->payload, h->shape) != 0) {
+    if (h && s->c.diff_steps > 0) {
+        hub_diff_item(t, s->scorer, s->prompts[g->prompt].target, &h->item);
+    } else if (!h || hub_gflow_item(&s->c, t, s->scorer, &h->item, &h->payload, h->shape) != 0) {
         free(h);
         return -1;
     }
@@ -1021,7 +1031,7 @@ static int accept_gflow(hub_loop_t *s, Rlx__Trajectory *t, group_t *g) {
 
 // Builds the held trajectory (taking ownership of t) and queues it for scoring.
 static int accept_traj(hub_loop_t *s, Rlx__Trajectory *t, group_t *g) {
-    if (s->c.gflow_ndim > 0)
+    if (s->c.gflow_ndim > 0 || s->c.diff_steps > 0)
         return accept_gflow(s, t, g);
     traj_t *h = calloc(1, sizeof *h);
     const Rlx__TextTrajectory *x = t->text;
@@ -1487,8 +1497,8 @@ static void answer_take(hub_loop_t *s, const pipe_cmd_t *cmd) {
     }
     // Same process: the learner gets the decoded trajectories themselves (their arenas stay
     // alive for it), not an encoded copy to decode again.
-    Rlx__Trajectory **v = malloc((size_t)n * sizeof *v);
-    wire_arena_t **va = malloc((size_t)n * sizeof *va);
+    Rlx__Trajectory **v = calloc((size_t)n, sizeof *v);
+    wire_arena_t **va = calloc((size_t)n, sizeof *va);
     Rlx__Envelope *batch = NULL;
     if (v && va) {
         int m = 0;
@@ -1971,10 +1981,34 @@ static int gflow_prompts(hub_loop_t *s) {
     return s->prompts[0].text && s->prompts[0].target ? 0 : -1;
 }
 
+// Diffusion mode: one synthetic prompt per class (or one), no tokens (hub_diffusion.h).
+static int diffusion_prompts(hub_loop_t *s) {
+    int n = hub_diff_prompts(&s->c);
+    s->prompts = calloc((size_t)n, sizeof *s->prompts);
+    s->order = calloc((size_t)n, sizeof *s->order);
+    if (!s->prompts || !s->order)
+        return -1;
+    s->n_prompts = (size_t)n;
+    for (int i = 0; i < n; i++) {
+        s->order[i] = (size_t)i;
+        s->prompts[i].text = hub_diff_prompt_text(&s->c, i);
+        s->prompts[i].target = hub_diff_prompt_target(&s->c, i);
+        if (!s->prompts[i].text || !s->prompts[i].target)
+            return -1;
+    }
+    s->next_prompt = s->n_prompts; // the first draw shuffles
+    return 0;
+}
+
 static int config_ok(const hub_config_t *c) {
     const char *bad = NULL;
-    if (!c->bind || !c->run_id || (!c->train_prompts && c->gflow_ndim <= 0))
+    if (!c->bind || !c->run_id ||
+        (!c->train_prompts && c->gflow_ndim <= 0 && c->diff_steps <= 0))
         bad = "bind, run_id and train_prompts are required";
+    else if (c->diff_steps > 0 &&
+             (c->diff_shape_n < 1 || c->diff_shape_n > 4 || !(c->diff_eta > 0) ||
+              c->prompts_per_item > HUB_DIFF_MAX_PROMPTS || c->diff_classes < 0))
+        bad = "diffusion mode needs a shape of 1..4 dims, eta > 0, prompts_per_item <= 64";
     else if (c->gflow_ndim > 64 || (c->gflow_ndim > 0 && c->gflow_height < 2))
         bad = "gflow_ndim must be <= 64 and gflow_height >= 2";
     else if (c->prompts_per_item < 1 || c->samples_per_prompt < 1 || c->max_new_tokens < 1)
@@ -2011,7 +2045,9 @@ hub_t *hub_start(const hub_config_t *c, void *zmq_ctx) {
     s->next_work_id = 1;
     s->next_request_id = 1;
     rng_seed2(&s->rng, c->seed, 0x6875622d70726f6dull);
-    if ((c->gflow_ndim > 0 ? gflow_prompts(s) : load_prompts(s, c->train_prompts)) != 0)
+    if ((c->gflow_ndim > 0   ? gflow_prompts(s)
+         : c->diff_steps > 0 ? diffusion_prompts(s)
+                             : load_prompts(s, c->train_prompts)) != 0)
         goto fail;
     if (c->trajectory_log) {
         char err[256];

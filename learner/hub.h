@@ -23,6 +23,10 @@
 //  - GFlowNet mode (gflow_ndim > 0, hub_gflow.h): no prompt file; each WorkItem asks for
 //    samples_per_prompt HyperGrid trajectories (WorkItem.gflow), the hub checks them
 //    (gfn_traj_check) and scores their terminal states (ScoreItem.payload, kind GFLOW).
+//  - diffusion mode (diff_steps > 0, hub_diffusion.h): synthetic prompts (one per class, or
+//    one unconditional); each WorkItem asks for samples_per_prompt denoising chains per
+//    prompt (WorkItem.diffusion), the hub checks them (diff_traj_check) and scores their
+//    samples x_0 (ScoreItem.payload with payload_shape, kind DIFFUSION).
 // Every trajectory the hub accepted is, at the end, delivered to the learner or dropped for a
 // counted reason; hub_drain settles the in-flight ones before shutdown.
 #ifndef RLX_HUB_H
@@ -56,6 +60,15 @@ typedef struct {
     int gflow_ndim;             // > 0: GFlowNet HyperGrid work of this D (no prompt file)
     int gflow_height;           // its H
     float gflow_epsilon;        // exploration epsilon sent with GFlowNet work
+    int diff_steps;             // > 0: diffusion work, S sampling steps (hub_diffusion.h)
+    int diff_shape[4];          // sample shape (diff_shape_n entries), e.g. {2} or {8, 8}
+    int diff_shape_n;           // entries of diff_shape
+    int diff_classes;           // > 0: one prompt per class 0..C-1; 0: one unconditional
+    float diff_eta;             // DiffusionSpec.eta
+    float diff_guidance;        // DiffusionSpec.guidance
+    int diff_logp_sum;          // DiffusionSpec.logp_sum
+    int diff_clip_x0;           // DiffusionSpec.clip_x0
+    const char *diff_target;    // unconditional: ScoreItem.target of every sample ("" = none)
 } hub_config_t;
 
 // Defaults for everything but bind, run_id, train_prompts.

@@ -15,6 +15,7 @@
 #include <zmq.h>
 
 #include "bytetok.h"
+#include "diffusion_learner.h"
 #include "gflow_learner.h"
 #include "gflownet.h"
 #include "gpt.h"
@@ -50,6 +51,11 @@ learner_config_t learner_defaults(void) {
     c.logz_lr = 0.1f;
     c.gflow_hidden = 256;
     c.gflow_blocks = 1;
+    c.diff_objective = DIFF_OBJ_DAGKL;
+    c.drl = drl_defaults();
+    c.flow_hidden = 128;
+    c.flow_blocks = 2;
+    c.flow_time_dim = 16;
     return c;
 }
 
@@ -374,6 +380,8 @@ static int save_checkpoint(const gpt_t *m, const char *dir, const learner_counts
 int learner_run(const learner_config_t *c) {
     if (c->gflow_env)
         return gflow_learner_run(c);
+    if (c->diff_env)
+        return diffusion_learner_run(c);
     int rank = 0, nranks = 1, rc = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &nranks);

@@ -6,13 +6,15 @@
 // gradient buffer, and every rank steps AdamW identically. Rank 0 publishes new weights to
 // the actors every publish_every steps, evaluates on held-out prompts, writes metrics (JSON
 // lines) and checkpoints (every ckpt_every steps and on SIGINT/SIGTERM). With gflow_env set,
-// learner_run trains a GFlowNet instead (gflow_learner.h) in the same loop structure.
+// learner_run trains a GFlowNet instead (gflow_learner.h) in the same loop structure, and with
+// diff_env set a diffusion model by reward (diffusion_learner.h).
 #ifndef RLX_LEARNER_H
 #define RLX_LEARNER_H
 
 #include <stdint.h>
 
 #include "adamw.h"
+#include "diffusion_rl.h"
 #include "hub.h"
 #include "rl.h"
 
@@ -46,7 +48,21 @@ typedef struct {
     float logz_lr;         // log Z's AdamW learning rate (the net uses opt.lr)
     int gflow_hidden;      // policy mlp width
     int gflow_blocks;      // policy mlp residual blocks
+    // Diffusion mode (diffusion_learner.h): --env diffusion; --init is a diffusion checkpoint
+    // (rlx-ddpm), the hub's diff_* fields say how actors sample (shape, classes and steps are
+    // completed from the checkpoint when left 0).
+    const char *diff_env;      // "diffusion", or NULL
+    int diff_objective;        // DIFF_OBJ_DDPO, _DAG, _DAGKL
+    drl_config_t drl;          // objective settings (diffusion_rl.h)
+    int flow_hidden;           // DAG / DAG-KL flow mlp width
+    int flow_blocks;           // its residual blocks
+    int flow_time_dim;         // its time embedding
+    float flow_lr;             // the flow net's learning rate (0 = opt.lr)
+    const char *fl_scorer;     // local scorer of the forward-looking term (NULL = hub scorer)
+    const char *classifier;    // digit classifier: digit scorers and the class_coverage metric
 } learner_config_t;
+
+enum { DIFF_OBJ_DDPO = 0, DIFF_OBJ_DAG = 1, DIFF_OBJ_DAGKL = 2 };
 
 learner_config_t learner_defaults(void);
 

@@ -36,7 +36,17 @@ static void usage(FILE *f) {
         "           --hidden N (%d) --blocks N (%d); defaults there: --batch 16 --k 16\n"
         "           --lr 1e-3 --beta2 0.999 --clip 0 --eval-every 20 (exact L1), --steps\n"
         "           unlimited (stop with --max-samples)\n"
-        "           --max-in-flight 2*batch --max-learner-queue 2*batch --scorer hypergrid\n",
+        "           --max-in-flight 2*batch --max-learner-queue 2*batch --scorer hypergrid\n"
+        "Diffusion mode (--init DDPM.ckpt from rlx-ddpm, no --train-prompts; docs/diffusion.md):\n"
+        "           --env diffusion --objective ddpo|dag|dagkl (dagkl) --scorer NAME (an image\n"
+        "           scorer of rlx-reward: toy, digit_logprob, ink, ...) --sample-steps S (20)\n"
+        "           --eta X (1) --guidance W (0) --clip-x0 --logp-sum --classes N (the model's;\n"
+        "           0 = one unconditional prompt) --target STR (unconditional scorer target)\n"
+        "           --shape A,B (8,8 for 64-dim, else [D]) --beta X --beta-warmup N --fl-abar\n"
+        "           --fl-scorer NAME|none (forward-looking term; default --scorer) --classifier\n"
+        "           CKPT --flow-hidden N (128) --flow-blocks N (2) --flow-lr X (--lr)\n"
+        "           --ddpo-is 0|1 --adv-clip X --clip-eps X (PPO, 1e-4); defaults there:\n"
+        "           --batch 32 --k 8 --prompts-per-item 1 --beta2 0.999\n",
         (long long)d.steps, d.threads, d.hub.bind ? d.hub.bind : "tcp://*:5555", d.hub.scorer,
         d.hub.prompts_per_item, d.hub.samples_per_prompt, d.hub.temperature, d.hub.top_k,
         d.hub.max_new_tokens, d.hub.max_learner_queue, d.hub.max_in_flight, d.hub.heartbeat_ms,
@@ -68,6 +78,7 @@ int main(int argc, char **argv) {
         c.hub.bind = "tcp://*:5555";
     if (!c.hub.run_id)
         c.hub.run_id = "rlx";
+    c.hub.diff_classes = -1; // diffusion: the model's classes unless --classes says otherwise
     static const struct option opts[] = {{"init", 1, 0, 'i'},
                                          {"out", 1, 0, 'o'},
                                          {"resume", 0, 0, 'R'},
@@ -120,17 +131,40 @@ int main(int argc, char **argv) {
                                          {"epsilon", 1, 0, 1006},
                                          {"hidden", 1, 0, 1007},
                                          {"blocks", 1, 0, 1008},
+                                         {"sample-steps", 1, 0, 1010},
+                                         {"eta", 1, 0, 1011},
+                                         {"guidance", 1, 0, 1012},
+                                         {"clip-x0", 0, 0, 1013},
+                                         {"logp-sum", 0, 0, 1014},
+                                         {"classes", 1, 0, 1015},
+                                         {"target", 1, 0, 1016},
+                                         {"shape", 1, 0, 1017},
+                                         {"beta", 1, 0, 1018},
+                                         {"beta-warmup", 1, 0, 1019},
+                                         {"fl-scorer", 1, 0, 1020},
+                                         {"classifier", 1, 0, 1021},
+                                         {"flow-hidden", 1, 0, 1022},
+                                         {"flow-blocks", 1, 0, 1023},
+                                         {"flow-lr", 1, 0, 1024},
+                                         {"ddpo-is", 1, 0, 1025},
+                                         {"adv-clip", 1, 0, 1026},
+                                         {"fl-abar", 0, 0, 1027},
                                          {"help", 0, 0, 'h'},
                                          {0, 0, 0, 0}};
     int ch, idx = 0;
     unsigned char given[256] = {0}; // options seen (short codes), for mode-dependent defaults
+    const char *objective = NULL;   // resolved once the mode (--env) is known
+    int diff_clip_given = 0;
     while ((ch = getopt_long(argc, argv, "", opts, &idx)) != -1) {
         const char *nm = opts[idx].name;
         if (ch > 0 && ch < 256)
             given[ch] = 1;
         switch (ch) {
         case 1000:
-            c.gflow_env = optarg;
+            if (!strcmp(optarg, "diffusion"))
+                c.diff_env = optarg;
+            else
+                c.gflow_env = optarg;
             break;
         case 1001:
             c.hub.gflow_ndim = (int)num(nm, optarg, rank);
@@ -139,6 +173,9 @@ int main(int argc, char **argv) {
             c.hub.gflow_height = (int)num(nm, optarg, rank);
             break;
         case 1003:
+            objective = optarg;
+            if (!strcmp(optarg, "ddpo") || !strcmp(optarg, "dag") || !strcmp(optarg, "dagkl"))
+                break;
             if (!strcmp(optarg, "tb") || !strcmp(optarg, "db") || !strcmp(optarg, "subtb")) {
                 c.gflow_objective = !strcmp(optarg, "tb")   ? GFN_LOSS_TB
                                     : !strcmp(optarg, "db") ? GFN_LOSS_DB
@@ -146,7 +183,9 @@ int main(int argc, char **argv) {
                 break;
             }
             if (rank == 0)
-                fprintf(stderr, "rlx-learner: --objective tb|db|subtb, got '%s'\n", optarg);
+                fprintf(stderr, "rlx-learner: --objective tb|db|subtb (gflownet) or "
+                                "ddpo|dag|dagkl (diffusion), got '%s'\n",
+                        optarg);
             MPI_Finalize();
             return 2;
         case 1004:
@@ -164,6 +203,42 @@ int main(int argc, char **argv) {
         case 1008:
             c.gflow_blocks = (int)num(nm, optarg, rank);
             break;
+        case 1010: c.hub.diff_steps = (int)num(nm, optarg, rank); break;
+        case 1011: c.hub.diff_eta = (float)num(nm, optarg, rank); break;
+        case 1012: c.hub.diff_guidance = (float)num(nm, optarg, rank); break;
+        case 1013: c.hub.diff_clip_x0 = 1; break;
+        case 1014: c.hub.diff_logp_sum = 1; break;
+        case 1015: c.hub.diff_classes = (int)num(nm, optarg, rank); break;
+        case 1016: c.hub.diff_target = optarg; break;
+        case 1017: {
+            char *e = optarg;
+            c.hub.diff_shape_n = 0;
+            while (*e && c.hub.diff_shape_n < 4) {
+                c.hub.diff_shape[c.hub.diff_shape_n++] = (int)strtol(e, &e, 10);
+                if (*e == ',' || *e == 'x')
+                    e++;
+                else if (*e)
+                    break;
+            }
+            if (*e || c.hub.diff_shape_n < 1) {
+                if (rank == 0)
+                    fprintf(stderr, "rlx-learner: --shape wants e.g. 8,8 or 2, got '%s'\n",
+                            optarg);
+                MPI_Finalize();
+                return 2;
+            }
+            break;
+        }
+        case 1018: c.drl.beta = (float)num(nm, optarg, rank); break;
+        case 1019: c.drl.beta_warmup = (int)num(nm, optarg, rank); break;
+        case 1020: c.fl_scorer = optarg; break;
+        case 1021: c.classifier = optarg; break;
+        case 1022: c.flow_hidden = (int)num(nm, optarg, rank); break;
+        case 1023: c.flow_blocks = (int)num(nm, optarg, rank); break;
+        case 1024: c.flow_lr = (float)num(nm, optarg, rank); break;
+        case 1025: c.drl.ddpo_is = (int)num(nm, optarg, rank); break;
+        case 1026: c.drl.adv_clip = (float)num(nm, optarg, rank); break;
+        case 1027: c.drl.fl_abar = 1; break;
         case 'i': c.init = optarg; break;
         case 'o': c.out = optarg; break;
         case 'R': c.resume = 1; break;
@@ -192,7 +267,10 @@ int main(int argc, char **argv) {
         case 'L': c.hub.trajectory_log = optarg; break;
         case 'O': c.take_timeout_s = num(nm, optarg, rank); break;
         case 'B': c.batch = (int)num(nm, optarg, rank); break;
-        case 'e': c.rl.clip_eps = (float)num(nm, optarg, rank); break;
+        case 'e':
+            c.rl.clip_eps = c.drl.clip_eps = (float)num(nm, optarg, rank);
+            diff_clip_given = 1;
+            break;
         case 'l': c.rl.kl_coef = (float)num(nm, optarg, rank); break;
         case 'Z': c.rl.normalize = 1; break;
         case 'g': c.max_lag = (int)num(nm, optarg, rank); break;
@@ -218,6 +296,49 @@ int main(int argc, char **argv) {
             MPI_Finalize();
             return 2;
         }
+    }
+    (void)diff_clip_given;
+    if (objective && c.diff_env) {
+        if (!strcmp(objective, "ddpo") || !strcmp(objective, "dag") ||
+            !strcmp(objective, "dagkl")) {
+            c.diff_objective = !strcmp(objective, "ddpo")  ? DIFF_OBJ_DDPO
+                               : !strcmp(objective, "dag") ? DIFF_OBJ_DAG
+                                                           : DIFF_OBJ_DAGKL;
+        } else {
+            if (rank == 0)
+                fprintf(stderr, "rlx-learner: --env diffusion: --objective ddpo|dag|dagkl\n");
+            MPI_Finalize();
+            return 2;
+        }
+    } else if (objective && (!strcmp(objective, "ddpo") || !strcmp(objective, "dag") ||
+                             !strcmp(objective, "dagkl"))) {
+        if (rank == 0)
+            fprintf(stderr, "rlx-learner: --objective %s needs --env diffusion\n", objective);
+        MPI_Finalize();
+        return 2;
+    }
+    if (c.diff_env) { // diffusion defaults where the text ones do not fit
+        if (!given['B'])
+            c.batch = 32;
+        if (!given['k'])
+            c.hub.samples_per_prompt = 8;
+        if (!given['n'])
+            c.hub.prompts_per_item = 1;
+        if (!given['2'])
+            c.opt.beta2 = 0.999f;
+        if (c.hub.diff_steps <= 0)
+            c.hub.diff_steps = 20;
+        if (!(c.hub.diff_eta > 0))
+            c.hub.diff_eta = 1.0f;
+        if (!given['F'])
+            c.hub.max_in_flight = 2 * c.batch;
+        if (!given['Q'])
+            c.hub.max_learner_queue = 2 * c.batch;
+        if (!given['V'])
+            c.eval_every = 0;
+        c.hub.gflow_ndim = 0;
+    } else {
+        c.hub.diff_steps = 0;
     }
     if (c.gflow_env) { // GFlowNet defaults where the text ones do not fit
         if (!given['B'])
@@ -247,7 +368,9 @@ int main(int argc, char **argv) {
         bad = "--out DIR is required";
     else if (c.gflow_env && (c.hub.gflow_ndim < 1 || c.hub.gflow_height < 2 || c.replay))
         bad = "--env needs --ndim D >= 1 and --height H >= 2 (and no --replay)";
-    else if (!c.gflow_env && !c.replay && !c.hub.train_prompts)
+    else if (c.diff_env && (!c.init || c.replay || !c.hub.scorer))
+        bad = "--env diffusion needs --init DDPM.ckpt and --scorer NAME (and no --replay)";
+    else if (!c.gflow_env && !c.diff_env && !c.replay && !c.hub.train_prompts)
         bad = "--train-prompts TSV is required (or --replay TRAJLOG)";
     else if (c.batch < 1 || c.steps < 1 || c.threads < 1 || c.hub.samples_per_prompt < 1)
         bad = "--batch, --steps, --threads and --k must be >= 1";

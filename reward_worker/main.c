@@ -29,6 +29,10 @@ static void usage(FILE *out) {
             "  --scorer NAMES        comma-separated scorers served (default: all built-ins,\n"
             "                        %s; with --exec: the names the external scorer answers\n"
             "                        for, default \"exec\")\n"
+            "  --classifier CKPT     digit classifier (rlx-train-classifier) for the image\n"
+            "                        scorers digit_logprob/digit-logp, digit_prob/digit-prob;\n"
+            "                        the other image scorers: ink, symmetry, toy/toy-mode,\n"
+            "                        toy-density (diffusion payloads, docs/diffusion.md)\n"
             "  --exec CMD            external scorer: JSON lines over stdin/stdout (see\n"
             "                        docs/scorers.md); every item goes to it\n"
             "  --exec-timeout-ms MS  deadline per external reply (default 5000)\n"
@@ -52,7 +56,7 @@ int main(int argc, char **argv) {
     char name[64];
     snprintf(name, sizeof name, "reward-%ld", (long)getpid());
     c.name = name;
-    enum { O_HUB = 1, O_NAME, O_CREDITS, O_HB, O_SCORER, O_EXEC, O_EXEC_TO, O_MAX, O_RUN };
+    enum { O_HUB = 1, O_NAME, O_CREDITS, O_HB, O_SCORER, O_EXEC, O_EXEC_TO, O_MAX, O_RUN, O_CLF };
     static const struct option opts[] = {{"hub", required_argument, 0, O_HUB},
                                          {"name", required_argument, 0, O_NAME},
                                          {"credits", required_argument, 0, O_CREDITS},
@@ -62,6 +66,7 @@ int main(int argc, char **argv) {
                                          {"exec-timeout-ms", required_argument, 0, O_EXEC_TO},
                                          {"max-requests", required_argument, 0, O_MAX},
                                          {"run-id", required_argument, 0, O_RUN},
+                                         {"classifier", required_argument, 0, O_CLF},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     int o;
@@ -93,6 +98,9 @@ int main(int argc, char **argv) {
             break;
         case O_RUN:
             c.run_id = optarg;
+            break;
+        case O_CLF:
+            c.classifier = optarg;
             break;
         case 'h':
             usage(stdout);

@@ -16,6 +16,7 @@
 #include <zmq.h>
 
 #include "exec_scorer.h"
+#include "image_scorers.h"
 #include "scorers.h"
 #include "util.h"
 #include "wire.h"
@@ -30,6 +31,7 @@ struct reward {
     char *names[REWARD_MAX_SCORERS];        // scorer names served (into names_buf)
     int nnames;                             // entries of names
     int builtin[REWARD_MAX_SCORERS];        // scorer_find id of each name (built-in mode)
+    imgscore_t *img[REWARD_MAX_SCORERS];    // image scorer of each name, or NULL (owned)
     exec_scorer_t *exec;                    // external scorer (NULL = built-ins)
     void *ctx;                              // ZeroMQ context (not owned)
     void *sock;                             // DEALER socket to the hub
@@ -109,8 +111,9 @@ static int open_socket(reward_t *r) {
 static void send_hello(reward_t *r) {
     if (open_socket(r) != 0)
         return;
-    Rlx__TrajectoryKind kinds[2] = {RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_TEXT,
-                                    RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_GFLOW};
+    Rlx__TrajectoryKind kinds[3] = {RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_TEXT,
+                                    RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_GFLOW,
+                                    RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_DIFFUSION};
     Rlx__Hello h = RLX__HELLO__INIT;
     h.role = RLX__ROLE__ROLE_REWARD_WORKER;
     h.worker_id = r->st.worker_id;
@@ -118,7 +121,7 @@ static void send_hello(reward_t *r) {
     h.agent = "rlx-reward 0.1";
     h.n_scorers = (size_t)r->nnames;
     h.scorers = r->names;
-    h.n_trajectory_kinds = 2;
+    h.n_trajectory_kinds = 3;
     h.trajectory_kinds = kinds;
     h.credits = (uint32_t)r->cfg.credits;
     h.pid = (uint32_t)getpid();
@@ -164,11 +167,27 @@ static void send_bye(reward_t *r, const char *reason) {
 
 // ---- scoring --------------------------------------------------------------------------------
 
-static int served_builtin(const reward_t *r, const char *name) {
-    for (int i = 0; i < r->nnames; i++)
+// Index of a served name in r->names, or -1.
+static int served(const reward_t *r, const char *name) {
+    for (int i = 0; name && i < r->nnames; i++)
         if (strcmp(r->names[i], name) == 0)
-            return r->builtin[i];
+            return i;
     return -1;
+}
+
+// The image scorer (image_scorers.h) a name means: its own names and the aliases
+// digit_logprob, digit_prob, toy (= toy-mode), toy_density. -1 if none.
+static int image_kind(const char *name) {
+    static const char *const alias[][2] = {{"digit_logprob", "digit-logp"},
+                                           {"digit_logp", "digit-logp"},
+                                           {"digit_prob", "digit-prob"},
+                                           {"toy", "toy-mode"},
+                                           {"toy_mode", "toy-mode"},
+                                           {"toy_density", "toy-density"}};
+    for (size_t i = 0; i < sizeof alias / sizeof alias[0]; i++)
+        if (!strcmp(name, alias[i][0]))
+            return imgscore_find(alias[i][1]);
+    return imgscore_find(name);
 }
 
 // Scores one request and sends its reply.
@@ -206,7 +225,22 @@ static void answer(reward_t *r, const Rlx__ScoreRequest *req) {
         exec_scorer_score(r->exec, ei, n, er);
     } else {
         for (int i = 0; i < n; i++) {
-            int id = served_builtin(r, ei[i].scorer);
+            int si = served(r, ei[i].scorer);
+            int id = si >= 0 ? r->builtin[si] : -1;
+            const Rlx__ScoreItem *it = req->items[i];
+            if (si >= 0 && r->img[si]) {
+                if (imgscore_score(r->img[si], it->payload, it->n_payload, it->payload_shape,
+                                   it->n_payload_shape, it->target ? it->target : "",
+                                   &er[i].reward, er[i].error, sizeof er[i].error) != 0) {
+                    log_once(r, LOG_UNKNOWN_SCORER, "%s", er[i].error);
+                    continue;
+                }
+                er[i].ncomponents = 1;
+                snprintf(er[i].component_name[0], sizeof er[i].component_name[0], "%s",
+                         imgscore_name(r->img[si]->kind));
+                er[i].component_value[0] = er[i].reward;
+                continue;
+            }
             if (id < 0) {
                 snprintf(er[i].error, sizeof er[i].error,
                          "unknown scorer \"%.40s\": this worker serves %s", ei[i].scorer,
@@ -214,7 +248,6 @@ static void answer(reward_t *r, const Rlx__ScoreRequest *req) {
                 log_once(r, LOG_UNKNOWN_SCORER, "%s", er[i].error);
                 continue;
             }
-            const Rlx__ScoreItem *it = req->items[i];
             if (scorer_is_payload(id)) {
                 if (scorer_score_payload(id, it->payload, it->n_payload, it->payload_shape,
                                          it->n_payload_shape, &er[i].reward, er[i].error,
@@ -421,10 +454,21 @@ reward_t *reward_new(const reward_config_t *c, void *zmq_ctx) {
             goto fail;
         }
         r->builtin[r->nnames] = scorer_find(t);
-        if (!c->exec_cmd && r->builtin[r->nnames] < 0) {
+        int ik = r->builtin[r->nnames] < 0 && !c->exec_cmd ? image_kind(t) : -1;
+        if (ik >= 0) {
+            char err[256];
+            r->img[r->nnames] = imgscore_new(imgscore_name(ik), c->classifier, err, sizeof err);
+            if (!r->img[r->nnames]) {
+                fprintf(stderr, "rlx-reward: scorer \"%s\": %s%s\n", t, err,
+                        c->classifier ? "" : " (the digit scorers need --classifier CKPT)");
+                goto fail;
+            }
+        }
+        if (!c->exec_cmd && r->builtin[r->nnames] < 0 && ik < 0) {
             fprintf(stderr,
-                    "rlx-reward: unknown built-in scorer \"%s\" (built-ins: %s; or use --exec)\n",
-                    t, scorer_list());
+                    "rlx-reward: unknown built-in scorer \"%s\" (built-ins: %s; image scorers: "
+                    "%s, digit_logprob, digit_prob, toy; or use --exec)\n",
+                    t, scorer_list(), imgscore_list());
             goto fail;
         }
         r->names[r->nnames++] = t;
@@ -489,6 +533,8 @@ void reward_destroy(reward_t **self_p) {
         wire_free(&r->queue[i]);
     free(r->queue);
     exec_scorer_destroy(&r->exec);
+    for (int i = 0; i < REWARD_MAX_SCORERS; i++)
+        imgscore_destroy(&r->img[i]);
     if (r->sock)
         zmq_close(r->sock);
     wire_destroy(&r->wire);

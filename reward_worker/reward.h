@@ -27,6 +27,7 @@ typedef struct {
     const char *run_id;    // run to join; NULL = learn it from Welcome
     const char *scorers;   // comma-separated scorer names; NULL = scorer_list() (or "exec")
     const char *exec_cmd;  // external scorer command; NULL = built-ins only
+    const char *classifier; // digit classifier checkpoint for the digit image scorers
     int exec_timeout_ms;   // deadline per external reply
     int credits;           // ScoreRequests held at once
     int heartbeat_ms;      // heartbeat interval until Welcome says otherwise

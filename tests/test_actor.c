@@ -351,9 +351,10 @@ static void test_actor_thread(void *ctx) {
     if (env) {
         const Rlx__Hello *hl = env->hello;
         TU_CHECK(hl->role == RLX__ROLE__ROLE_ACTOR && hl->credits == 1 &&
-                     hl->n_trajectory_kinds == 2 &&
+                     hl->n_trajectory_kinds == 3 &&
                      hl->trajectory_kinds[0] == RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_TEXT &&
-                     hl->trajectory_kinds[1] == RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_GFLOW,
+                     hl->trajectory_kinds[1] == RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_GFLOW &&
+                     hl->trajectory_kinds[2] == RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_DIFFUSION,
                  "Hello role %d credits %u", hl->role, hl->credits);
         wire_free(&env);
     }

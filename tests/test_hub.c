@@ -658,6 +658,29 @@ static void test_bad_input(void) {
              (unsigned long long)k.duplicates, (unsigned long long)k.delivered);
     TU_CHECK(identity_holds(&k) && k.in_flight == 0, "accounting identity");
 
+    // Duplicates are told by a window per actor: a seq far behind the actor's newest counts as
+    // seen (the memory stays bounded), one inside the window does not.
+    fake_traj_t late[3];
+    uint64_t seqs[3] = {1000000, 1000000 - 70000, 999999};
+    for (int i = 0; i < 3; i++) {
+        late[i] = f[1];
+        late[i].t.id = &late[i].id;
+        late[i].t.text = &late[i].x;
+        late[i].x.response_tokens = late[i].resp;
+        late[i].x.logprobs = late[i].lp;
+        late[i].x.prompt_tokens = late[i].resp; // the work item's tokens are freed by now
+        late[i].x.n_prompt_tokens = 1;
+        late[i].id.seq = seqs[i];
+        send_batch(actor, &late[i], 1, 0); // its work item is completed: refused if new
+    }
+    for (int i = 0; i < 100 && k.sampled + k.duplicates < 10; i++) {
+        pump(10);
+        hub_counters(h, &k, 1000);
+    }
+    TU_CHECK(k.sampled == 7 && k.dropped_invalid == 5 && k.duplicates == 2,
+             "window: sampled %llu invalid %llu duplicates %llu", (unsigned long long)k.sampled,
+             (unsigned long long)k.dropped_invalid, (unsigned long long)k.duplicates);
+
     // Refusals of the wire layer: each answered with an Error, counted.
     uint64_t wire_before = k.wire_errors;
     send_raw(actor, "\x08\x01\xff\xff\xff garbage", 14);

@@ -1,0 +1,560 @@
+// diffusion_learner.c: the diffusion learner loop (see diffusion_learner.h).
+#include "diffusion_learner.h"
+
+#include <errno.h>
+#include <math.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "diff_traj.h"
+#include "diffusion.h"
+#include "diffusion_rl.h"
+#include "digits.h"
+#include "image_scorers.h"
+#include "layers.h"
+#include "learner_common.h"
+#include "util.h"
+
+#define DIFF_LEARNER_MAX_BATCH 256 // denoiser rows per call (chunking of the losses)
+
+// The batch in flat arrays (the form in which it is broadcast); capacity cap chains of S
+// steps of D floats.
+typedef struct {
+    int n;            // chains
+    int cap;          // capacity
+    int S, D;         // steps, data dimension
+    float *xs;        // (cap, S+1, D) states
+    float *blogpf;    // (cap, S) behaviour log P_F
+    float *logpb;     // (cap, S) log P_B
+    float *reward;    // (cap) r(x_0)
+    int *label;       // (cap) class or DIFF_NULL_LABEL
+    uint64_t *group;  // (cap) prompt id
+    float *r_x0hat;   // (cap, S) forward-looking rewards (this rank's shard only)
+    drl_traj_t *tr;   // (cap) views for diffusion_rl.h
+} dbatch_t;
+
+// Adds one TrajectoryBatch's chains to the batch (rank 0).
+typedef struct {
+    dbatch_t *b;              // the batch being filled
+    const int *ts;            // (S+1) the timesteps every chain must have
+    diff_traj_spec_t spec;    // shape and steps
+    int n_classes;            // policy classes (labels checked against the prompt)
+    int64_t step;             // steps taken
+    int max_lag;              // drop older than this many versions (-1: never)
+    learner_counts_t *cnt;    // counters
+    double lag_sum;           // policy lag sum of the batch
+    int lag_max;              // and its maximum
+} dadd_t;
+
+static void diff_add(void *ctx, const Rlx__Envelope *env) {
+    dadd_t *a = ctx;
+    dbatch_t *b = a->b;
+    const Rlx__TrajectoryBatch *tb = env->trajectory_batch;
+    for (size_t i = 0; i < tb->n_trajectories; i++) {
+        const Rlx__Trajectory *t = tb->trajectories[i];
+        a->cnt->consumed++;
+        const Rlx__DiffusionTrajectory *x =
+            t->kind_case == RLX__TRAJECTORY__KIND_DIFFUSION ? t->diffusion : NULL;
+        int label = a->n_classes > 0 ? (int)t->prompt_id : DIFF_NULL_LABEL;
+        int bad = !x || diff_traj_check(&a->spec, x, label) != NULL || !isfinite(t->reward) ||
+                  b->n == b->cap;
+        for (int k = 0; !bad && k <= b->S; k++)
+            bad = (int)x->timesteps[k] != a->ts[k];
+        if (bad) {
+            a->cnt->dropped_invalid++;
+            continue;
+        }
+        int64_t lag = a->step + 1 - (int64_t)t->policy_version; // weights after `step`
+        if (a->max_lag >= 0 && lag > a->max_lag) {
+            a->cnt->dropped_stale++;
+            continue;
+        }
+        a->lag_sum += (double)(lag > 0 ? lag : 0);
+        if (lag > a->lag_max)
+            a->lag_max = (int)lag;
+        int j = b->n++, S = b->S, D = b->D;
+        memcpy(b->xs + (size_t)j * (S + 1) * D, x->states, (size_t)(S + 1) * D * sizeof(float));
+        memcpy(b->blogpf + (size_t)j * S, x->logpf, (size_t)S * sizeof(float));
+        memcpy(b->logpb + (size_t)j * S, x->logpb, (size_t)S * sizeof(float));
+        b->reward[j] = t->reward;
+        b->label[j] = label;
+        b->group[j] = t->prompt_id;
+    }
+}
+
+// Rank 0's batch (and the stop decision) to every rank.
+static void bcast_batch(dbatch_t *b, int *stop, int rank) {
+    int hdr[2] = {b->n, *stop};
+    MPI_Bcast(hdr, 2, MPI_INT, 0, MPI_COMM_WORLD);
+    if (rank != 0) {
+        b->n = hdr[0];
+        *stop = hdr[1];
+    }
+    if (b->n == 0)
+        return;
+    int n = b->n, S = b->S;
+    MPI_Bcast(b->xs, n * (S + 1) * b->D, MPI_FLOAT, 0, MPI_COMM_WORLD);
+    MPI_Bcast(b->blogpf, n * S, MPI_FLOAT, 0, MPI_COMM_WORLD);
+    MPI_Bcast(b->logpb, n * S, MPI_FLOAT, 0, MPI_COMM_WORLD);
+    MPI_Bcast(b->reward, n, MPI_FLOAT, 0, MPI_COMM_WORLD);
+    MPI_Bcast(b->label, n, MPI_INT, 0, MPI_COMM_WORLD);
+    MPI_Bcast(b->group, n, MPI_UINT64_T, 0, MPI_COMM_WORLD);
+}
+
+// The file's bytes (malloc'ed), or NULL.
+static void *read_blob(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    void *buf = NULL;
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    buf = n > 0 ? malloc((size_t)n) : NULL;
+    if (buf && fread(buf, 1, (size_t)n, f) == (size_t)n) {
+        *len = (size_t)n;
+    } else {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    return buf;
+}
+
+// Publishes d as the diff_save checkpoint blob (written through a temporary file in dir).
+static int publish(hub_t *hub, const diff_t *d, const char *dir, uint64_t version) {
+    char path[4096], err[256] = "";
+    snprintf(path, sizeof path, "%s/.weights.%d", dir, (int)getpid());
+    size_t len = 0;
+    void *blob = diff_save(d, path, err, sizeof err) == 0 ? read_blob(path, &len) : NULL;
+    unlink(path);
+    int rc = blob ? hub_publish_weights(hub, version, blob, len) : -1;
+    if (rc != 0)
+        fprintf(stderr, "rlx-learner: publishing weights v%llu failed %s\n",
+                (unsigned long long)version, err);
+    free(blob);
+    return rc;
+}
+
+// learner.ckpt: the fine-tuned diffusion model (a diff_save checkpoint: rlx-ddpm and actors
+// read it); flow.ckpt: the flow net (DAG, DAG-KL) with the run counters in its extra section.
+static void save_checkpoint(const diff_t *d, const drl_t *r, const char *dir,
+                            const learner_counts_t *cnt, const hub_counters_t *hc) {
+    char path[4096], err[512];
+    snprintf(path, sizeof path, "%s/learner.ckpt", dir);
+    if (diff_save(d, path, err, sizeof err) != 0)
+        fprintf(stderr, "rlx-learner: checkpoint not written: %s\n", err);
+    if (r->flow) {
+        learner_state_t st = {.magic = "RLXLRN2", .counts = *cnt};
+        st.counts.hub_prev = *hc;
+        snprintf(path, sizeof path, "%s/flow.ckpt", dir);
+        if (mlp_save(r->flow, path, &st, sizeof st, err, sizeof err) != 0)
+            fprintf(stderr, "rlx-learner: flow checkpoint not written: %s\n", err);
+    }
+}
+
+static const char *objective_name(int k) {
+    return k == DIFF_OBJ_DDPO ? "ddpo" : k == DIFF_OBJ_DAG ? "dag" : "dagkl";
+}
+
+// The scorer target of a chain of class `label` (as the hub's prompts say it).
+static const char *target_of(const learner_config_t *c, int label, char *buf, size_t len) {
+    if (label == DIFF_NULL_LABEL)
+        return c->hub.diff_target ? c->hub.diff_target : "";
+    snprintf(buf, len, "%d", label);
+    return buf;
+}
+
+// r(x0_hat(x_{ts[k]})) for k < S of chains lo..hi-1 under the current denoiser, scored by
+// fl. Returns how many could not be scored (their term is 0).
+static int forward_looking(diff_t *d, const diff_sampler_t *smp, imgscore_t *fl,
+                           const learner_config_t *c, dbatch_t *b, const int *ts, int lo, int hi,
+                           float *x_in, float *x0, int *tt, int *lab) {
+    int S = b->S, D = b->D, rows = (hi - lo) * S, bad = 0;
+    int guided = smp->guidance != 0 && d->cfg.n_classes > 0;
+    int chunk = guided ? d->max_batch / 2 : d->max_batch;
+    uint32_t shape[4];
+    for (int i = 0; i < c->hub.diff_shape_n; i++)
+        shape[i] = (uint32_t)c->hub.diff_shape[i];
+    for (int r0 = 0; r0 < rows; r0 += chunk) {
+        int m = rows - r0 < chunk ? rows - r0 : chunk;
+        for (int j = 0; j < m; j++) {
+            int i = lo + (r0 + j) / S, k = (r0 + j) % S;
+            memcpy(x_in + (size_t)j * D, b->xs + ((size_t)i * (S + 1) + k) * D,
+                   (size_t)D * sizeof(float));
+            tt[j] = ts[k];
+            lab[j] = b->label[i];
+        }
+        diff_predict_x0(d, x0, x_in, tt, lab, m, smp);
+        for (int j = 0; j < m; j++) {
+            int i = lo + (r0 + j) / S, k = (r0 + j) % S;
+            char tb[16], err[160];
+            float rw = 0;
+            if (imgscore_score(fl, x0 + (size_t)j * D, (size_t)D, shape,
+                               (size_t)c->hub.diff_shape_n, target_of(c, b->label[i], tb, sizeof tb),
+                               &rw, err, sizeof err) != 0 ||
+                !isfinite(rw)) {
+                rw = 0;
+                bad++;
+            }
+            b->r_x0hat[(size_t)i * S + k] = rw;
+        }
+    }
+    return bad;
+}
+
+// Mean pairwise Euclidean distance of the batch's samples x_0.
+static double diversity(const dbatch_t *b) {
+    int n = b->n, S = b->S, D = b->D;
+    double sum = 0;
+    long pairs = 0;
+    for (int i = 0; i < n; i++)
+        for (int j = i + 1; j < n; j++) {
+            const float *x = b->xs + ((size_t)i * (S + 1) + S) * D;
+            const float *y = b->xs + ((size_t)j * (S + 1) + S) * D;
+            double s2 = 0;
+            for (int e = 0; e < D; e++)
+                s2 += (double)(x[e] - y[e]) * (x[e] - y[e]);
+            sum += sqrt(s2);
+            pairs++;
+        }
+    return pairs ? sum / pairs : 0;
+}
+
+int diffusion_learner_run(const learner_config_t *cin) {
+    int rank = 0, nranks = 1, rc = 1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &nranks);
+    layers_set_threads(cin->threads);
+    learner_signals_install();
+    learner_config_t cc = *cin, *c = &cc;
+    char err[512], path[4096];
+    if (!c->init || c->resume) {
+        if (rank == 0)
+            fprintf(stderr, "rlx-learner: --env diffusion needs --init DDPM.ckpt (rlx-ddpm); "
+                            "--resume is not supported in diffusion mode yet\n");
+        return 2;
+    }
+    diff_t *d = diff_load(c->init, DIFF_LEARNER_MAX_BATCH, err, sizeof err);
+    if (!d) {
+        if (rank == 0)
+            fprintf(stderr, "rlx-learner: --init: %s\n", err);
+        return 2;
+    }
+    // Complete the hub's diffusion settings from the model.
+    int D = d->cfg.x_dim;
+    if (c->hub.diff_shape_n == 0) {
+        int side = (int)lround(sqrt((double)D));
+        if (D == DIGITS_DIM)
+            c->hub.diff_shape_n = 2, c->hub.diff_shape[0] = c->hub.diff_shape[1] = side;
+        else
+            c->hub.diff_shape_n = 1, c->hub.diff_shape[0] = D;
+    }
+    long prod = 1;
+    for (int i = 0; i < c->hub.diff_shape_n; i++)
+        prod *= c->hub.diff_shape[i];
+    if (c->hub.diff_classes < 0 || c->hub.diff_classes > d->cfg.n_classes)
+        c->hub.diff_classes = d->cfg.n_classes;
+    int S = c->hub.diff_steps;
+    if (prod != D || S < 1 || S > d->cfg.T - 1) {
+        if (rank == 0)
+            fprintf(stderr,
+                    "rlx-learner: --shape (product %ld) must be the model's dimension %d and "
+                    "--sample-steps %d in 1..T-1 = %d\n",
+                    prod, D, S, d->cfg.T - 1);
+        diff_destroy(&d);
+        return 2;
+    }
+    diff_sampler_t smp = diff_sampler_defaults();
+    smp.eta = c->hub.diff_eta;
+    smp.guidance = c->hub.diff_guidance;
+    smp.logp_sum = c->hub.diff_logp_sum;
+    smp.clip_x0 = c->hub.diff_clip_x0;
+    int k = c->hub.samples_per_prompt > 0 ? c->hub.samples_per_prompt : 1;
+    int cap = c->batch + k * c->hub.prompts_per_item; // rank 0 may take a group more
+    int with_flow = c->diff_objective != DIFF_OBJ_DDPO;
+    mlp_config_t fcfg = {.hidden = c->flow_hidden, .n_blocks = c->flow_blocks,
+                         .time_dim = c->flow_time_dim};
+    drl_t *r = drl_new(d, &smp, &c->drl, with_flow ? &fcfg : NULL, cap, S, c->seed);
+    int *ts = rlx_xcalloc((size_t)S + 1, sizeof *ts, "timesteps");
+    diff_timesteps(d, S, ts);
+    dbatch_t b = {.cap = cap, .S = S, .D = D};
+    b.xs = rlx_alloc_floats((size_t)cap * (S + 1) * D, "batch states");
+    b.blogpf = rlx_alloc_floats((size_t)cap * S, "batch logpf");
+    b.logpb = rlx_alloc_floats((size_t)cap * S, "batch logpb");
+    b.reward = rlx_alloc_floats((size_t)cap, "batch rewards");
+    b.label = rlx_xcalloc((size_t)cap, sizeof *b.label, "batch labels");
+    b.group = rlx_xcalloc((size_t)cap, sizeof *b.group, "batch groups");
+    b.r_x0hat = rlx_alloc_floats((size_t)cap * S, "forward-looking rewards");
+    b.tr = rlx_xcalloc((size_t)cap, sizeof *b.tr, "batch views");
+    float *x_in = rlx_alloc_floats((size_t)DIFF_LEARNER_MAX_BATCH * D, "x0_hat input");
+    float *x0 = rlx_alloc_floats((size_t)DIFF_LEARNER_MAX_BATCH * D, "x0_hat");
+    int *tt = rlx_xcalloc(DIFF_LEARNER_MAX_BATCH, sizeof *tt, "x0_hat times");
+    int *lab = rlx_xcalloc(DIFF_LEARNER_MAX_BATCH, sizeof *lab, "x0_hat labels");
+    int *pred = rlx_xcalloc((size_t)cap, sizeof *pred, "predicted classes");
+    float *x0s = rlx_alloc_floats((size_t)cap * D, "batch samples");
+    imgscore_t *fl = NULL;
+    mlp_t *clf = NULL;
+    hub_t *hub = NULL;
+    void *zctx = NULL;
+    FILE *metrics = NULL;
+    learner_counts_t cnt = {0};
+    adamw_config_t on = c->opt, of = c->opt;
+    if (c->flow_lr > 0)
+        of.lr = c->flow_lr;
+
+    // The forward-looking term's local scorer: --fl-scorer, or the run's scorer if it is an
+    // image scorer; "none" turns it off.
+    int ok = 1;
+    const char *fln = c->fl_scorer ? c->fl_scorer : c->hub.scorer;
+    static const char *const alias[][2] = {{"digit_logprob", "digit-logp"},
+                                           {"digit_prob", "digit-prob"},
+                                           {"toy", "toy-mode"},
+                                           {"toy_density", "toy-density"}};
+    for (size_t i = 0; fln && i < sizeof alias / sizeof alias[0]; i++)
+        if (!strcmp(fln, alias[i][0]))
+            fln = alias[i][1];
+    if (with_flow && fln && strcmp(fln, "none") != 0 && imgscore_find(fln) >= 0) {
+        fl = imgscore_new(fln, c->classifier, err, sizeof err);
+        if (!fl) {
+            if (rank == 0)
+                fprintf(stderr, "rlx-learner: forward-looking scorer %s: %s\n", fln, err);
+            ok = 0;
+        }
+    } else if (c->fl_scorer && strcmp(c->fl_scorer, "none") != 0 && with_flow) {
+        if (rank == 0)
+            fprintf(stderr, "rlx-learner: --fl-scorer %s is not an image scorer (%s)\n",
+                    c->fl_scorer, imgscore_list());
+        ok = 0;
+    }
+    if (ok && rank == 0 && c->classifier && D == DIGITS_DIM) {
+        clf = mlp_load(c->classifier, cap, err, sizeof err);
+        if (!clf) {
+            fprintf(stderr, "rlx-learner: --classifier: %s\n", err);
+            ok = 0;
+        }
+    }
+    if (ok && rank == 0) {
+        mkdir(c->out, 0755);
+        if (c->metrics)
+            snprintf(path, sizeof path, "%s", c->metrics);
+        else
+            snprintf(path, sizeof path, "%s/metrics.jsonl", c->out);
+        if (!(metrics = fopen(path, "w"))) {
+            fprintf(stderr, "rlx-learner: cannot write metrics %s: %s\n", path, strerror(errno));
+            ok = 0;
+        }
+        if (ok) {
+            zctx = zmq_ctx_new();
+            hub = hub_start(&c->hub, zctx);
+            ok = hub && publish(hub, d, c->out, 1) == 0;
+        }
+        if (ok) {
+            printf("rlx-learner: %d rank(s), diffusion D=%d classes %d (prompts %d), %s, S=%d "
+                   "eta %g, denoiser %zu parameters, flow %zu, forward-looking %s, batch %d, "
+                   "k %d, lr %g\n",
+                   nranks, D, d->cfg.n_classes, c->hub.diff_classes > 0 ? c->hub.diff_classes : 1,
+                   objective_name(c->diff_objective), S, smp.eta, d->net->ps.n,
+                   r->flow ? r->flow->ps.n : 0, fl ? imgscore_name(fl->kind) : "off", c->batch,
+                   k, on.lr);
+            fflush(stdout);
+        }
+    }
+    MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (!ok)
+        goto cleanup;
+
+    double t0 = rlx_now();
+    int stop = 0, finish = 0;
+    learner_source_t src = {.hub = hub, .take_timeout_s = c->take_timeout_s};
+    diff_traj_spec_t spec = {.nshape = c->hub.diff_shape_n, .steps = S};
+    for (int i = 0; i < spec.nshape; i++)
+        spec.shape[i] = (uint32_t)c->hub.diff_shape[i];
+    while (!stop) {
+        b.n = 0;
+        dadd_t da = {.b = &b,
+                     .ts = ts,
+                     .spec = spec,
+                     .n_classes = c->hub.diff_classes,
+                     .step = cnt.step,
+                     .max_lag = c->max_lag,
+                     .cnt = &cnt};
+        if (rank == 0) {
+            if (!finish)
+                learner_collect(&src, c->batch, &b.n, &cnt, diff_add, &da);
+            stop = finish || learner_stop_signal() || b.n < c->batch;
+            if (stop && b.n > 0) {
+                cnt.dropped_shutdown += b.n; // a partial batch is not trained on
+                b.n = 0;
+            }
+        }
+        bcast_batch(&b, &stop, rank);
+        if (stop)
+            break;
+
+        // Views, then this rank's shard.
+        int n = b.n;
+        for (int i = 0; i < n; i++) {
+            drl_traj_t *t = &b.tr[i];
+            memset(t, 0, sizeof *t);
+            t->S = S;
+            t->ts = ts;
+            t->xs = b.xs + (size_t)i * (S + 1) * D;
+            t->blogpf = b.blogpf + (size_t)i * S;
+            t->logpb = b.logpb + (size_t)i * S;
+            t->r_x0hat = fl ? b.r_x0hat + (size_t)i * S : NULL;
+            t->reward = b.reward[i];
+            t->label = b.label[i];
+            t->group = b.group[i];
+        }
+        int lo = (int)((int64_t)n * rank / nranks), hi = (int)((int64_t)n * (rank + 1) / nranks);
+        int fl_bad = 0;
+        if (fl && hi > lo)
+            fl_bad = forward_looking(d, &smp, fl, c, &b, ts, lo, hi, x_in, x0, tt, lab);
+        int refused = 0;
+        for (int i = lo; i < hi; i++)
+            if (drl_check_traj(r, &b.tr[i], err, sizeof err) != 0) {
+                if (!refused++)
+                    fprintf(stderr, "rlx-learner: chain refused: %s\n", err);
+            }
+        MPI_Allreduce(MPI_IN_PLACE, &refused, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+        if (refused) { // hub-checked chains the policy cannot score: a config mismatch
+            if (rank == 0) {
+                fprintf(stderr, "rlx-learner: %d chains do not fit the policy: stopping\n",
+                        refused);
+                cnt.dropped_invalid += n;
+            }
+            break;
+        }
+        if (c->diff_objective == DIFF_OBJ_DDPO)
+            drl_ddpo_advantages(r, b.tr, n); // every rank, whole batch: same tracker state
+        paramset_zero_grad(&d->net->ps);
+        if (r->flow)
+            paramset_zero_grad(&r->flow->ps);
+        drl_stats_t st = {0};
+        double denom = (double)n * S;
+        float beta = drl_beta(&c->drl, cnt.step);
+        if (hi > lo) {
+            if (c->diff_objective == DIFF_OBJ_DDPO)
+                drl_ddpo_loss(r, b.tr + lo, hi - lo, denom, &st);
+            else if (c->diff_objective == DIFF_OBJ_DAG)
+                drl_dag_loss(r, b.tr + lo, hi - lo, denom, beta, &st);
+            else
+                drl_dagkl_loss(r, b.tr + lo, hi - lo, denom, beta, &st);
+        }
+        if (nranks > 1) {
+            MPI_Allreduce(MPI_IN_PLACE, d->net->ps.g, (int)d->net->ps.n, MPI_FLOAT, MPI_SUM,
+                          MPI_COMM_WORLD);
+            if (r->flow)
+                MPI_Allreduce(MPI_IN_PLACE, r->flow->ps.g, (int)r->flow->ps.n, MPI_FLOAT,
+                              MPI_SUM, MPI_COMM_WORLD);
+        }
+        float gnorm = adamw_step(&d->net->ps, &on);
+        float fnorm = r->flow ? adamw_step(&r->flow->ps, &of) : 0.0f;
+        // Global statistics: the losses are already over the global denominator; per-
+        // transition means are weighted by the shard's share.
+        double w = n ? (double)(hi - lo) / n : 0;
+        double loc[7] = {st.loss,          st.flow_loss,     st.delta_abs * w, st.ratio_mean * w,
+                         st.clip_frac * w, st.adv_abs * w,   (double)fl_bad},
+               glob[7] = {0};
+        MPI_Reduce(loc, glob, 7, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
+        cnt.step++;
+        cnt.trained += n;
+        if (rank != 0)
+            continue;
+
+        // Rank 0: publish, log, checkpoint.
+        if (c->publish_every > 0 && cnt.step % c->publish_every == 0)
+            publish(hub, d, c->out, (uint64_t)cnt.step + 1);
+        double rsum = 0;
+        for (int i = 0; i < n; i++)
+            rsum += b.reward[i];
+        char cls[160] = "";
+        if (clf) {
+            for (int i = 0; i < n; i++)
+                memcpy(x0s + (size_t)i * D, b.xs + ((size_t)i * (S + 1) + S) * D,
+                       (size_t)D * sizeof(float));
+            digits_clf_predict(clf, x0s, n, pred);
+            int seen[DIGITS_CLASSES] = {0}, covered = 0, hit = 0, cond = 0;
+            for (int i = 0; i < n; i++) {
+                if (pred[i] >= 0 && pred[i] < DIGITS_CLASSES && !seen[pred[i]]++)
+                    covered++;
+                if (b.label[i] != DIFF_NULL_LABEL) {
+                    cond++;
+                    hit += pred[i] == b.label[i];
+                }
+            }
+            snprintf(cls, sizeof cls, "\"class_coverage\": %.4f, %s%.4f, ",
+                     (double)covered / DIGITS_CLASSES,
+                     cond ? "\"class_accuracy\": " : "\"class_accuracy_na\": ",
+                     cond ? (double)hit / cond : 0.0);
+        }
+        hub_counters_t hc = learner_hub_totals(hub, &cnt.hub_prev);
+        double el = rlx_now() - t0;
+        fprintf(metrics,
+                "{\"step\": %lld, \"trajectories\": %lld, \"samples\": %lld, \"trained\": %lld, "
+                "\"reward_mean\": %.6f, \"diversity\": %.5f, %s\"loss\": %.6f, "
+                "\"flow_loss\": %.6f, \"delta_abs\": %.5f, \"ratio_mean\": %.6f, "
+                "\"clip_frac\": %.4f, \"adv_abs\": %.4f, \"beta\": %.4f, \"fl_unscored\": %.0f, "
+                "\"lag_mean\": %.3f, \"lag_max\": %d, \"dropped_stale\": %lld, "
+                "\"dropped_invalid\": %lld, \"samples_per_s\": %.2f, \"grad_norm\": %.4f, "
+                "\"flow_grad_norm\": %.4f, \"sampled\": %llu, \"queue_work\": %u, "
+                "\"queue_score\": %u, \"queue_learner\": %u, \"actors\": %u, "
+                "\"reward_workers\": %u, \"policy_version\": %lld, \"elapsed_s\": %.2f}\n",
+                (long long)cnt.step, (long long)cnt.consumed, (long long)cnt.consumed,
+                (long long)cnt.trained, rsum / n, diversity(&b), cls, glob[0], glob[1], glob[2],
+                glob[3], glob[4], glob[5], beta, glob[6], da.lag_sum / n, da.lag_max,
+                (long long)cnt.dropped_stale,
+                (long long)(cnt.dropped_invalid + (int64_t)hc.dropped_invalid),
+                cnt.consumed / (el > 0 ? el : 1), gnorm, fnorm, (unsigned long long)hc.sampled,
+                hc.work_queue, hc.score_queue, hc.learner_queue, hc.actors, hc.reward_workers,
+                (long long)cnt.step + 1, el);
+        fflush(metrics);
+        if (c->ckpt_every > 0 && cnt.step % c->ckpt_every == 0)
+            save_checkpoint(d, r, c->out, &cnt, &hc);
+        if (cnt.step >= c->steps || (c->max_samples > 0 && cnt.consumed >= c->max_samples))
+            finish = 1; // told to the other ranks with the next batch header
+    }
+
+    rc = 0;
+    if (rank == 0) {
+        if (learner_stop_signal())
+            printf("rlx-learner: signal %d: checkpointing and stopping\n", learner_stop_signal());
+        hub_counters_t hc = {0};
+        hub_drain(hub, 5000, &hc);
+        learner_add_earlier_runs(&hc, &cnt.hub_prev);
+        save_checkpoint(d, r, c->out, &cnt, &hc);
+        learner_write_summary(metrics, &cnt, &hc, 1, rlx_now() - t0);
+    }
+cleanup:
+    hub_stop(&hub);
+    if (zctx)
+        zmq_ctx_term(zctx);
+    if (metrics)
+        fclose(metrics);
+    imgscore_destroy(&fl);
+    mlp_destroy(&clf);
+    drl_destroy(&r);
+    diff_destroy(&d);
+    free(ts);
+    free(b.xs);
+    free(b.blogpf);
+    free(b.logpb);
+    free(b.reward);
+    free(b.label);
+    free(b.group);
+    free(b.r_x0hat);
+    free(b.tr);
+    free(x_in);
+    free(x0);
+    free(tt);
+    free(lab);
+    free(pred);
+    free(x0s);
+    return rc;
+}
