@@ -47,8 +47,12 @@ typedef struct {
     int nconfig;                     // entries of config announced
     int retries;                     // whole-blob restarts so far
     uint8_t *buf;                    // (total) the blob being assembled
+    uint64_t buf_cap;                // bytes allocated at buf: kept from fetch to fetch, so a
+                                     // new version of the same model costs no page faults
     uint8_t *state;                  // (nchunks) 0 = to ask, 1 = asked, 2 = received
     double *asked_at;                // (nchunks) when each chunk was last asked for
+    uint32_t *chunk_crc;             // (nchunks) CRC-32 of each chunk received: the whole
+                                     // blob's is combined from them, not computed again
     uint32_t have;                   // chunks received
     int outstanding;                 // chunks asked for and not yet received
 } fetch_t;
@@ -271,11 +275,23 @@ static void send_error(actor_t *a, Rlx__ErrorCode code, const char *msg) {
 
 // ---- weights ------------------------------------------------------------------------------
 
+// Ends a fetch; the blob buffer stays allocated for the next one (fetch_free releases it).
 static void fetch_reset(fetch_t *f) {
-    free(f->buf);
+    uint8_t *buf = f->buf;
+    uint64_t cap = f->buf_cap;
     free(f->state);
     free(f->asked_at);
+    free(f->chunk_crc);
     memset(f, 0, sizeof *f);
+    f->buf = buf;
+    f->buf_cap = cap;
+}
+
+static void fetch_free(fetch_t *f) {
+    fetch_reset(f);
+    free(f->buf);
+    f->buf = NULL;
+    f->buf_cap = 0;
 }
 
 // Starts fetching the announced version, unless it is not newer than what is held or being
@@ -300,11 +316,16 @@ static void consider_announce(actor_t *a, const Rlx__WeightAnnounce *w) {
     }
     fetch_reset(&a->f);
     fetch_t *f = &a->f;
-    f->buf = malloc(w->total_bytes);
+    if (f->buf_cap < w->total_bytes) {
+        free(f->buf);
+        f->buf = malloc(w->total_bytes);
+        f->buf_cap = f->buf ? w->total_bytes : 0;
+    }
     f->state = calloc(w->num_chunks, 1);
     f->asked_at = calloc(w->num_chunks, sizeof(double));
-    if (!f->buf || !f->state || !f->asked_at) {
-        fetch_reset(f);
+    f->chunk_crc = calloc(w->num_chunks, sizeof(uint32_t));
+    if (!f->buf || !f->state || !f->asked_at || !f->chunk_crc) {
+        fetch_free(f);
         a->st.blobs_bad++;
         log_once(a, LOG_BAD_ANNOUNCE, "out of memory for weights v%llu (%llu bytes)",
                  (unsigned long long)w->version, (unsigned long long)w->total_bytes);
@@ -444,6 +465,7 @@ static void handle_chunk(actor_t *a, const Rlx__WeightChunk *c) {
         return;
     }
     memcpy(f->buf + off, c->data.data, want);
+    f->chunk_crc[c->index] = crc;
     if (f->state[c->index] == 1)
         f->outstanding--;
     f->state[c->index] = 2;
@@ -452,11 +474,12 @@ static void handle_chunk(actor_t *a, const Rlx__WeightChunk *c) {
     if (f->have < f->nchunks)
         return;
 
+    // The blob's CRC-32 from the chunks' (zlib's crc32_combine): the same value as one pass
+    // over the assembled bytes, which the chunk checks already read once.
     uint32_t whole = 0;
-    for (uint64_t done = 0; done < f->total;) {
-        uInt n = f->total - done > (1u << 30) ? (1u << 30) : (uInt)(f->total - done);
-        whole = (uint32_t)crc32(whole, f->buf + done, n);
-        done += n;
+    for (uint32_t i = 0; i < f->nchunks; i++) {
+        uint64_t len = i + 1 < f->nchunks ? f->chunk_bytes : f->total - (uint64_t)i * f->chunk_bytes;
+        whole = (uint32_t)crc32_combine(whole, f->chunk_crc[i], (z_off_t)len);
     }
     if (whole != f->crc) {
         a->st.blobs_bad++;
@@ -1007,7 +1030,7 @@ void actor_destroy(actor_t **self_p) {
     for (int i = 0; i < a->qlen; i++)
         wire_free(&a->queue[i]);
     free(a->queue);
-    fetch_reset(&a->f);
+    fetch_free(&a->f);
     sampler_destroy(&a->sampler);
     gpt_destroy(&a->model);
     gfn_policy_destroy(&a->gfn);
