@@ -670,9 +670,14 @@ static void usage(FILE *f) {
                "         [--repeat 3] [--timeout-s 120] [--mode both|ours|raw]\n"
                "Trajectories/s through the real hub (fake actors, reward workers and learner\n"
                "with no model) vs raw ZeroMQ PUSH/PULL messages/s of --size bytes; the last line\n"
-               "is `ratio_vs_raw R` (medians over --repeat runs). prompts-per-item, k,\n"
-               "score-batch, max-in-flight and max-learner-queue default to hub_defaults()\n"
-               "(what rlx-learner runs with).\n");
+               "is `ratio_vs_raw R` (medians over --repeat runs). The defaults are a\n"
+               "throughput configuration: work items of 16 prompts x k 8 = 128 trajectories,\n"
+               "2048 in flight; an RL run's smaller items and limits (hub_defaults(): %d x %d,\n"
+               "%d in flight) bound its policy lag instead and cost more messages per\n"
+               "trajectory: --prompts-per-item %d --k %d --max-in-flight %d to measure them.\n",
+            hub_defaults().prompts_per_item, hub_defaults().samples_per_prompt,
+            hub_defaults().max_in_flight, hub_defaults().prompts_per_item,
+            hub_defaults().samples_per_prompt, hub_defaults().max_in_flight);
 }
 
 int main(int argc, char **argv) {
@@ -683,8 +688,10 @@ int main(int argc, char **argv) {
                 .size = 1024,
                 .transport = "tcp",
                 .port = bench_default_port(),
-                .prompts_per_item = hd.prompts_per_item,
-                .k = hd.samples_per_prompt,
+                .prompts_per_item = 16, // items of 128 trajectories: see usage()
+                .k = 8,
+                .max_in_flight = 2048,
+                .max_learner_queue = 2048,
                 .score_batch = hd.score_batch,
                 .actor_credits = 2,
                 .worker_credits = 2,
@@ -798,9 +805,10 @@ int main(int argc, char **argv) {
     int resp_len = response_len_for(o.size);
     printf("rlx-bench-transport: %ld trajectories, %d actors, %d reward workers, %s, "
            "%zu bytes per trajectory (%d response tokens), %d prompts x k %d per item, "
-           "score batch %d, %d run(s)\n",
+           "score batch %d, %d in flight, learner queue %d, %d run(s)\n",
            o.trajectories, o.actors, o.workers, o.transport, trajectory_bytes(resp_len), resp_len,
-           o.prompts_per_item, o.k, o.score_batch, o.repeat);
+           o.prompts_per_item, o.k, o.score_batch, o.max_in_flight, o.max_learner_queue,
+           o.repeat);
     fflush(stdout);
 
     double *ours = calloc((size_t)o.repeat, sizeof *ours);
