@@ -161,9 +161,10 @@ def main():
     runs = []
     combos = list(itertools.product(*[[(k, v) for v in vs] for k, vs in grid])) or [()]
     for combo in combos:
-        setting = ",".join("%s=%s" % (k.split(".")[-1], v) for k, v in combo) or "default"
+        # No commas in a setting's name: it is a field of the CSV files gnuplot reads.
+        setting = " ".join("%s=%s" % (k.split(".")[-1], v) for k, v in combo) or "default"
         for seed in seeds:
-            name = (setting.replace("=", "-").replace(",", "_") or "run") + "-s" + seed
+            name = (setting.replace("=", "-").replace(" ", "_") or "run") + "-s" + seed
             overrides = list(args.set) + ["%s=%s" % kv for kv in combo] + [
                 "%s=%s" % (args.seed_key, seed)]
             runs.append({"setting": setting, "seed": seed, "name": name,
