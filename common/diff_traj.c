@@ -33,6 +33,9 @@ const char *diff_traj_check(const diff_traj_spec_t *sp, const Rlx__DiffusionTraj
             return "timesteps not strictly decreasing";
     if (x->timesteps[S] != 0)
         return "the last timestep is not 0";
+    for (size_t k = 0; sp->ts && k <= S; k++)
+        if (x->timesteps[k] != (uint32_t)sp->ts[k])
+            return "timesteps differ from the policy's sampling schedule";
     for (size_t i = 0; i < x->n_states; i++)
         if (!isfinite(x->states[i]))
             return "state not finite";

@@ -19,15 +19,18 @@
 
 // What the receiver expects of every trajectory.
 typedef struct {
-    int nshape;                         // entries of shape
+    int nshape;                          // entries of shape
     uint32_t shape[DIFF_TRAJ_MAX_SHAPE]; // sample shape
-    int steps;                          // S
+    int steps;                           // S
+    const int *ts; // (steps+1) the times every chain must have (the learner's schedule), or
+                   // NULL: any strictly decreasing to 0 (the hub knows no schedule)
 } diff_traj_spec_t;
 
 // Elements of one sample: the product of the spec's shape.
 size_t diff_traj_dim(const diff_traj_spec_t *sp);
 // Why x cannot be a chain of spec sp conditioned on label (shape, steps, counts, timesteps
-// strictly decreasing to 0, finite states and log-densities, the class label), or NULL.
+// strictly decreasing to 0 and sp->ts when given, finite states and log-densities, the class
+// label), or NULL.
 const char *diff_traj_check(const diff_traj_spec_t *sp, const Rlx__DiffusionTrajectory *x,
                             int label);
 // Fills x as a view of one chain: states ((S+1) * dim floats), logpf, logpb (S each) and

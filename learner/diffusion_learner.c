@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 #include <zmq.h>
 
 #include "diff_traj.h"
@@ -17,6 +16,7 @@
 #include "digits.h"
 #include "image_scorers.h"
 #include "layers.h"
+#include "hub_diffusion.h"
 #include "learner_common.h"
 #include "util.h"
 
@@ -25,30 +25,29 @@
 // The batch in flat arrays (the form in which it is broadcast); capacity cap chains of S
 // steps of D floats.
 typedef struct {
-    int n;            // chains
-    int cap;          // capacity
-    int S, D;         // steps, data dimension
-    float *xs;        // (cap, S+1, D) states
-    float *blogpf;    // (cap, S) behaviour log P_F
-    float *logpb;     // (cap, S) log P_B
-    float *reward;    // (cap) r(x_0)
-    int *label;       // (cap) class or DIFF_NULL_LABEL
-    uint64_t *group;  // (cap) prompt id
-    float *r_x0hat;   // (cap, S) forward-looking rewards (this rank's shard only)
-    drl_traj_t *tr;   // (cap) views for diffusion_rl.h
+    int n;           // chains
+    int cap;         // capacity
+    int S, D;        // steps, data dimension
+    float *xs;       // (cap, S+1, D) states
+    float *blogpf;   // (cap, S) behaviour log P_F
+    float *logpb;    // (cap, S) log P_B
+    float *reward;   // (cap) r(x_0)
+    int *label;      // (cap) class or DIFF_NULL_LABEL
+    uint64_t *group; // (cap) prompt id
+    float *r_x0hat;  // (cap, S) forward-looking rewards (this rank's shard only)
+    drl_traj_t *tr;  // (cap) views for diffusion_rl.h
 } dbatch_t;
 
 // Adds one TrajectoryBatch's chains to the batch (rank 0).
 typedef struct {
-    dbatch_t *b;              // the batch being filled
-    const int *ts;            // (S+1) the timesteps every chain must have
-    diff_traj_spec_t spec;    // shape and steps
-    int n_classes;            // policy classes (labels checked against the prompt)
-    int64_t step;             // steps taken
-    int max_lag;              // drop older than this many versions (-1: never)
-    learner_counts_t *cnt;    // counters
-    double lag_sum;           // policy lag sum of the batch
-    int lag_max;              // and its maximum
+    dbatch_t *b;           // the batch being filled
+    diff_traj_spec_t spec; // shape, steps and the policy's timesteps
+    int n_classes;         // policy classes (labels checked against the prompt)
+    int64_t step;          // steps taken
+    int max_lag;           // drop older than this many versions (-1: never)
+    learner_counts_t *cnt; // counters
+    double lag_sum;        // policy lag sum of the batch
+    int lag_max;           // and its maximum
 } dadd_t;
 
 static void diff_add(void *ctx, const Rlx__Envelope *env) {
@@ -63,8 +62,6 @@ static void diff_add(void *ctx, const Rlx__Envelope *env) {
         int label = a->n_classes > 0 ? (int)t->prompt_id : DIFF_NULL_LABEL;
         int bad = !x || diff_traj_check(&a->spec, x, label) != NULL || !isfinite(t->reward) ||
                   b->n == b->cap;
-        for (int k = 0; !bad && k <= b->S; k++)
-            bad = (int)x->timesteps[k] != a->ts[k];
         if (bad) {
             a->cnt->dropped_invalid++;
             continue;
@@ -106,56 +103,154 @@ static void bcast_batch(dbatch_t *b, int *stop, int rank) {
     MPI_Bcast(b->group, n, MPI_UINT64_T, 0, MPI_COMM_WORLD);
 }
 
-// The file's bytes (malloc'ed), or NULL.
-static void *read_blob(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    void *buf = NULL;
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    buf = n > 0 ? malloc((size_t)n) : NULL;
-    if (buf && fread(buf, 1, (size_t)n, f) == (size_t)n) {
-        *len = (size_t)n;
-    } else {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    return buf;
-}
-
-// Publishes d as the diff_save checkpoint blob (written through a temporary file in dir).
+// Publishes d's parameters (hub_diff_weights: no AdamW moments) as weights `version`.
 static int publish(hub_t *hub, const diff_t *d, const char *dir, uint64_t version) {
-    char path[4096], err[256] = "";
-    snprintf(path, sizeof path, "%s/.weights.%d", dir, (int)getpid());
+    char err[256] = "";
     size_t len = 0;
-    void *blob = diff_save(d, path, err, sizeof err) == 0 ? read_blob(path, &len) : NULL;
-    unlink(path);
+    void *blob = hub_diff_weights(d, dir, &len, err, sizeof err);
     int rc = blob ? hub_publish_weights(hub, version, blob, len) : -1;
     if (rc != 0)
-        fprintf(stderr, "rlx-learner: publishing weights v%llu failed %s\n",
-                (unsigned long long)version, err);
+        fprintf(stderr, "rlx-learner: publishing weights v%llu failed%s%s\n",
+                (unsigned long long)version, blob ? "" : ": ", err);
     free(blob);
     return rc;
 }
 
-// learner.ckpt: the fine-tuned diffusion model (a diff_save checkpoint: rlx-ddpm and actors
-// read it); flow.ckpt: the flow net (DAG, DAG-KL) with the run counters in its extra section.
+// learner_state.ckpt: the run counters for --resume, with the optimizer steps of the denoiser
+// and the flow at the time, which tie it to the learner.ckpt and flow.ckpt written with it
+// (written last, so a state file never names weights that were not written).
+#define DIFF_STATE_KIND 0x44535431u // "DST1": a ckpt kind of its own (not a model)
+
+typedef struct {
+    learner_state_t st;    // counters, hub_prev = the hub's totals at the checkpoint
+    int64_t denoiser_step; // d->net->ps.step when written
+    int64_t flow_step;     // r->flow->ps.step when written (-1 without a flow)
+} diff_state_t;
+
+// learner.ckpt: the fine-tuned diffusion model with its AdamW state (a diff_save checkpoint:
+// rlx-ddpm and actors read it); flow.ckpt: the flow net (DAG, DAG-KL) with its AdamW state
+// and the counters in its extra section; learner_state.ckpt: diff_state_t.
 static void save_checkpoint(const diff_t *d, const drl_t *r, const char *dir,
                             const learner_counts_t *cnt, const hub_counters_t *hc) {
     char path[4096], err[512];
+    diff_state_t ds = {.st = {.magic = "RLXLRN2", .counts = *cnt},
+                       .denoiser_step = d->net->ps.step,
+                       .flow_step = r->flow ? r->flow->ps.step : -1};
+    ds.st.counts.hub_prev = *hc;
     snprintf(path, sizeof path, "%s/learner.ckpt", dir);
-    if (diff_save(d, path, err, sizeof err) != 0)
+    if (diff_save(d, path, err, sizeof err) != 0) {
         fprintf(stderr, "rlx-learner: checkpoint not written: %s\n", err);
-    if (r->flow) {
-        learner_state_t st = {.magic = "RLXLRN2", .counts = *cnt};
-        st.counts.hub_prev = *hc;
-        snprintf(path, sizeof path, "%s/flow.ckpt", dir);
-        if (mlp_save(r->flow, path, &st, sizeof st, err, sizeof err) != 0)
-            fprintf(stderr, "rlx-learner: flow checkpoint not written: %s\n", err);
+        return;
     }
+    if (r->flow) {
+        snprintf(path, sizeof path, "%s/flow.ckpt", dir);
+        if (mlp_save(r->flow, path, &ds.st, sizeof ds.st, err, sizeof err) != 0) {
+            fprintf(stderr, "rlx-learner: flow checkpoint not written: %s\n", err);
+            return;
+        }
+    }
+    int32_t cfg[CKPT_CONFIG_LEN] = {1}; // [0]: version of diff_state_t
+    ckpt_section_t sec = {"state", &ds, sizeof ds};
+    snprintf(path, sizeof path, "%s/learner_state.ckpt", dir);
+    if (ckpt_write(path, DIFF_STATE_KIND, cfg, &sec, 1, err, sizeof err) != 0)
+        fprintf(stderr, "rlx-learner: learner state not written: %s\n", err);
+}
+
+// Copies the parameters and AdamW state of `from` into `to` if both nets have the same
+// architecture; 0, or -1 with err.
+static int take_net(mlp_t *to, const mlp_t *from, const char *what, char *err, size_t errlen) {
+    const mlp_config_t *a = &to->cfg, *b = &from->cfg;
+    if (a->in_dim != b->in_dim || a->hidden != b->hidden || a->n_blocks != b->n_blocks ||
+        a->out_dim != b->out_dim || a->time_dim != b->time_dim || to->ps.n != from->ps.n) {
+        snprintf(err, errlen,
+                 "%s: net (in %d hidden %d blocks %d out %d time %d) differs from this run's "
+                 "(in %d hidden %d blocks %d out %d time %d)",
+                 what, b->in_dim, b->hidden, b->n_blocks, b->out_dim, b->time_dim, a->in_dim,
+                 a->hidden, a->n_blocks, a->out_dim, a->time_dim);
+        return -1;
+    }
+    size_t nb = to->ps.n * sizeof(float);
+    memcpy(to->ps.w, from->ps.w, nb);
+    memcpy(to->ps.m, from->ps.m, nb);
+    memcpy(to->ps.v, from->ps.v, nb);
+    to->ps.step = from->ps.step;
+    return 0;
+}
+
+// Rank 0, --resume with DIR/learner.ckpt present: the denoiser (and AdamW state) from it, the
+// flow from flow.ckpt, the counters from learner_state.ckpt (checked against both optimizer
+// steps). 0, or -1 with err (d and r may then be partly loaded: the run stops).
+static int diff_resume(diff_t *d, drl_t *r, const char *dir, learner_counts_t *cnt, char *err,
+                       size_t errlen) {
+    char path[4096], e2[400];
+    snprintf(path, sizeof path, "%s/learner.ckpt", dir);
+    diff_t *e = diff_load(path, 1, e2, sizeof e2);
+    int rc = -1;
+    if (!e) {
+        snprintf(err, errlen, "%s", e2);
+        return -1;
+    }
+    if (e->cfg.x_dim != d->cfg.x_dim || e->cfg.n_classes != d->cfg.n_classes ||
+        e->cfg.T != d->cfg.T || e->cfg.schedule != d->cfg.schedule ||
+        e->cfg.beta_start != d->cfg.beta_start || e->cfg.beta_end != d->cfg.beta_end ||
+        e->cfg.cosine_s != d->cfg.cosine_s) {
+        snprintf(err, errlen,
+                 "learner.ckpt: diffusion config (D %d C %d T %d or its schedule) differs from "
+                 "--init's (D %d C %d T %d)",
+                 e->cfg.x_dim, e->cfg.n_classes, e->cfg.T, d->cfg.x_dim, d->cfg.n_classes,
+                 d->cfg.T);
+        diff_destroy(&e);
+        return -1;
+    }
+    rc = take_net(d->net, e->net, "learner.ckpt", err, errlen);
+    diff_destroy(&e);
+    if (rc != 0)
+        return -1;
+    if (r->flow) {
+        snprintf(path, sizeof path, "%s/flow.ckpt", dir);
+        mlp_t *f = mlp_load(path, 1, e2, sizeof e2);
+        if (!f) {
+            snprintf(err, errlen, "%s", e2);
+            return -1;
+        }
+        rc = take_net(r->flow, f, "flow.ckpt", err, errlen);
+        mlp_destroy(&f);
+        if (rc != 0)
+            return -1;
+    }
+    snprintf(path, sizeof path, "%s/learner_state.ckpt", dir);
+    ckpt_t *ck = ckpt_read(path, e2, sizeof e2);
+    uint64_t n = 0;
+    const diff_state_t *ds = ck ? ckpt_section(ck, "state", &n) : NULL;
+    rc = -1;
+    if (!ck) {
+        snprintf(err, errlen, "%s", e2);
+    } else if (ckpt_kind(ck) != DIFF_STATE_KIND || ckpt_config(ck)[0] != 1 || !ds ||
+               n != sizeof *ds || memcmp(ds->st.magic, "RLXLRN2", 8) != 0) {
+        snprintf(err, errlen,
+                 "learner_state.ckpt: not a diffusion learner state (another version?)");
+    } else if (ds->denoiser_step != d->net->ps.step ||
+               ds->flow_step != (r->flow ? r->flow->ps.step : -1)) {
+        snprintf(err, errlen,
+                 "learner_state.ckpt names optimizer steps %lld / %lld, learner.ckpt / flow.ckpt "
+                 "hold %lld / %lld: the files are of different checkpoints",
+                 (long long)ds->denoiser_step, (long long)ds->flow_step, (long long)d->net->ps.step,
+                 (long long)(r->flow ? r->flow->ps.step : -1));
+    } else {
+        *cnt = ds->st.counts;
+        rc = 0;
+    }
+    ckpt_destroy(&ck);
+    return rc;
+}
+
+// Rank 0's parameters and AdamW state of net to every rank.
+static void bcast_net(mlp_t *net) {
+    int n = (int)net->ps.n;
+    MPI_Bcast(net->ps.w, n, MPI_FLOAT, 0, MPI_COMM_WORLD);
+    MPI_Bcast(net->ps.m, n, MPI_FLOAT, 0, MPI_COMM_WORLD);
+    MPI_Bcast(net->ps.v, n, MPI_FLOAT, 0, MPI_COMM_WORLD);
+    MPI_Bcast(&net->ps.step, 1, MPI_INT64_T, 0, MPI_COMM_WORLD);
 }
 
 static const char *objective_name(int k) {
@@ -195,9 +290,9 @@ static int forward_looking(diff_t *d, const diff_sampler_t *smp, imgscore_t *fl,
             int i = lo + (r0 + j) / S, k = (r0 + j) % S;
             char tb[16], err[160];
             float rw = 0;
-            if (imgscore_score(fl, x0 + (size_t)j * D, (size_t)D, shape,
-                               (size_t)c->hub.diff_shape_n, target_of(c, b->label[i], tb, sizeof tb),
-                               &rw, err, sizeof err) != 0 ||
+            if (imgscore_score(
+                    fl, x0 + (size_t)j * D, (size_t)D, shape, (size_t)c->hub.diff_shape_n,
+                    target_of(c, b->label[i], tb, sizeof tb), &rw, err, sizeof err) != 0 ||
                 !isfinite(rw)) {
                 rw = 0;
                 bad++;
@@ -234,16 +329,25 @@ int diffusion_learner_run(const learner_config_t *cin) {
     learner_signals_install();
     learner_config_t cc = *cin, *c = &cc;
     char err[512], path[4096];
-    if (!c->init || c->resume) {
+    // The architecture comes from --init (every rank reads it); --resume without --init
+    // takes it from OUT/learner.ckpt (then every rank must see OUT). Rank 0 then loads the
+    // checkpoint's weights and optimizer state and broadcasts them.
+    snprintf(path, sizeof path, "%s/learner.ckpt", c->out);
+    struct stat stt;
+    int resuming = c->resume && stat(path, &stt) == 0;
+    const char *from = c->init ? c->init : resuming ? path : NULL;
+    if (!from) {
         if (rank == 0)
-            fprintf(stderr, "rlx-learner: --env diffusion needs --init DDPM.ckpt (rlx-ddpm); "
-                            "--resume is not supported in diffusion mode yet\n");
+            fprintf(stderr,
+                    "rlx-learner: --env diffusion needs --init DDPM.ckpt (rlx-ddpm), "
+                    "or --resume with %s\n",
+                    path);
         return 2;
     }
-    diff_t *d = diff_load(c->init, DIFF_LEARNER_MAX_BATCH, err, sizeof err);
+    diff_t *d = diff_load(from, DIFF_LEARNER_MAX_BATCH, err, sizeof err);
     if (!d) {
         if (rank == 0)
-            fprintf(stderr, "rlx-learner: --init: %s\n", err);
+            fprintf(stderr, "rlx-learner: %s: %s\n", c->init ? "--init" : "--resume", err);
         return 2;
     }
     // Complete the hub's diffusion settings from the model.
@@ -278,8 +382,8 @@ int diffusion_learner_run(const learner_config_t *cin) {
     int k = c->hub.samples_per_prompt > 0 ? c->hub.samples_per_prompt : 1;
     int cap = c->batch + k * c->hub.prompts_per_item; // rank 0 may take a group more
     int with_flow = c->diff_objective != DIFF_OBJ_DDPO;
-    mlp_config_t fcfg = {.hidden = c->flow_hidden, .n_blocks = c->flow_blocks,
-                         .time_dim = c->flow_time_dim};
+    mlp_config_t fcfg = {
+        .hidden = c->flow_hidden, .n_blocks = c->flow_blocks, .time_dim = c->flow_time_dim};
     drl_t *r = drl_new(d, &smp, &c->drl, with_flow ? &fcfg : NULL, cap, S, c->seed);
     int *ts = rlx_xcalloc((size_t)S + 1, sizeof *ts, "timesteps");
     diff_timesteps(d, S, ts);
@@ -298,6 +402,13 @@ int diffusion_learner_run(const learner_config_t *cin) {
     int *lab = rlx_xcalloc(DIFF_LEARNER_MAX_BATCH, sizeof *lab, "x0_hat labels");
     int *pred = rlx_xcalloc((size_t)cap, sizeof *pred, "predicted classes");
     float *x0s = rlx_alloc_floats((size_t)cap * D, "batch samples");
+    // DAG-KL on several ranks: the whole batch's per-transition rewards and advantages.
+    int kl_global = c->diff_objective == DIFF_OBJ_DAGKL && nranks > 1;
+    float *kl_b = kl_global ? rlx_alloc_floats((size_t)cap * S, "DAG-KL rewards") : NULL;
+    float *kl_adv = kl_global ? rlx_alloc_floats((size_t)cap * S, "DAG-KL advantages") : NULL;
+    float *kl_work = kl_global ? rlx_alloc_floats((size_t)cap, "DAG-KL scratch") : NULL;
+    int *kl_cnt = kl_global ? rlx_xcalloc((size_t)nranks, sizeof *kl_cnt, "shard sizes") : NULL;
+    int *kl_off = kl_global ? rlx_xcalloc((size_t)nranks, sizeof *kl_off, "shard offsets") : NULL;
     imgscore_t *fl = NULL;
     mlp_t *clf = NULL;
     hub_t *hub = NULL;
@@ -339,20 +450,32 @@ int diffusion_learner_run(const learner_config_t *cin) {
             ok = 0;
         }
     }
+    if (ok && rank == 0 && resuming) {
+        if (diff_resume(d, r, c->out, &cnt, err, sizeof err) != 0) {
+            fprintf(stderr, "rlx-learner: cannot resume from %s: %s\n", c->out, err);
+            ok = 0;
+        } else {
+            printf("rlx-learner: resumed from %s/learner.ckpt at step %lld\n", c->out,
+                   (long long)cnt.step);
+            // Work ids start again at 1 in the new hub: a seed of its own for the resumed
+            // part, so that its chains do not replay the noise of the first run's.
+            c->hub.seed += 0x9e3779b97f4a7c15ull * (uint64_t)cnt.step;
+        }
+    }
     if (ok && rank == 0) {
         mkdir(c->out, 0755);
         if (c->metrics)
             snprintf(path, sizeof path, "%s", c->metrics);
         else
             snprintf(path, sizeof path, "%s/metrics.jsonl", c->out);
-        if (!(metrics = fopen(path, "w"))) {
+        if (!(metrics = fopen(path, c->resume ? "a" : "w"))) {
             fprintf(stderr, "rlx-learner: cannot write metrics %s: %s\n", path, strerror(errno));
             ok = 0;
         }
         if (ok) {
             zctx = zmq_ctx_new();
             hub = hub_start(&c->hub, zctx);
-            ok = hub && publish(hub, d, c->out, 1) == 0;
+            ok = hub && publish(hub, d, c->out, (uint64_t)cnt.step + 1) == 0;
         }
         if (ok) {
             printf("rlx-learner: %d rank(s), diffusion D=%d classes %d (prompts %d), %s, S=%d "
@@ -360,25 +483,31 @@ int diffusion_learner_run(const learner_config_t *cin) {
                    "k %d, lr %g\n",
                    nranks, D, d->cfg.n_classes, c->hub.diff_classes > 0 ? c->hub.diff_classes : 1,
                    objective_name(c->diff_objective), S, smp.eta, d->net->ps.n,
-                   r->flow ? r->flow->ps.n : 0, fl ? imgscore_name(fl->kind) : "off", c->batch,
-                   k, on.lr);
+                   r->flow ? r->flow->ps.n : 0, fl ? imgscore_name(fl->kind) : "off", c->batch, k,
+                   on.lr);
             fflush(stdout);
         }
     }
     MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
     if (!ok)
         goto cleanup;
+    MPI_Bcast(&resuming, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    if (resuming) { // every rank steps from rank 0's state (beta's warm-up needs the step)
+        bcast_net(d->net);
+        if (r->flow)
+            bcast_net(r->flow);
+        MPI_Bcast(&cnt.step, 1, MPI_INT64_T, 0, MPI_COMM_WORLD);
+    }
 
     double t0 = rlx_now();
     int stop = 0, finish = 0;
     learner_source_t src = {.hub = hub, .take_timeout_s = c->take_timeout_s};
-    diff_traj_spec_t spec = {.nshape = c->hub.diff_shape_n, .steps = S};
+    diff_traj_spec_t spec = {.nshape = c->hub.diff_shape_n, .steps = S, .ts = ts};
     for (int i = 0; i < spec.nshape; i++)
         spec.shape[i] = (uint32_t)c->hub.diff_shape[i];
     while (!stop) {
         b.n = 0;
         dadd_t da = {.b = &b,
-                     .ts = ts,
                      .spec = spec,
                      .n_classes = c->hub.diff_classes,
                      .step = cnt.step,
@@ -439,11 +568,29 @@ int diffusion_learner_run(const learner_config_t *cin) {
         drl_stats_t st = {0};
         double denom = (double)n * S;
         float beta = drl_beta(&c->drl, cnt.step);
+        if (kl_global) {
+            // The leave-one-out baseline and the per-step std of DAG-KL are over the whole
+            // batch (its groups may straddle shards): every rank gets all rewards b.
+            if (hi > lo)
+                drl_kl_rewards(r, b.tr + lo, hi - lo, beta, kl_b + (size_t)lo * S);
+            for (int q = 0; q < nranks; q++) {
+                int qlo = (int)((int64_t)n * q / nranks),
+                    qhi = (int)((int64_t)n * (q + 1) / nranks);
+                kl_off[q] = qlo * S;
+                kl_cnt[q] = (qhi - qlo) * S;
+            }
+            MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, kl_b, kl_cnt, kl_off, MPI_FLOAT,
+                           MPI_COMM_WORLD);
+            drl_kl_advantages(n, S, kl_b, b.group, c->drl.adv_clip, kl_adv, kl_work);
+        }
         if (hi > lo) {
             if (c->diff_objective == DIFF_OBJ_DDPO)
                 drl_ddpo_loss(r, b.tr + lo, hi - lo, denom, &st);
             else if (c->diff_objective == DIFF_OBJ_DAG)
                 drl_dag_loss(r, b.tr + lo, hi - lo, denom, beta, &st);
+            else if (kl_global)
+                drl_dagkl_loss_adv(r, b.tr + lo, hi - lo, denom, beta, kl_adv + (size_t)lo * S,
+                                   &st);
             else
                 drl_dagkl_loss(r, b.tr + lo, hi - lo, denom, beta, &st);
         }
@@ -451,16 +598,16 @@ int diffusion_learner_run(const learner_config_t *cin) {
             MPI_Allreduce(MPI_IN_PLACE, d->net->ps.g, (int)d->net->ps.n, MPI_FLOAT, MPI_SUM,
                           MPI_COMM_WORLD);
             if (r->flow)
-                MPI_Allreduce(MPI_IN_PLACE, r->flow->ps.g, (int)r->flow->ps.n, MPI_FLOAT,
-                              MPI_SUM, MPI_COMM_WORLD);
+                MPI_Allreduce(MPI_IN_PLACE, r->flow->ps.g, (int)r->flow->ps.n, MPI_FLOAT, MPI_SUM,
+                              MPI_COMM_WORLD);
         }
         float gnorm = adamw_step(&d->net->ps, &on);
         float fnorm = r->flow ? adamw_step(&r->flow->ps, &of) : 0.0f;
         // Global statistics: the losses are already over the global denominator; per-
         // transition means are weighted by the shard's share.
         double w = n ? (double)(hi - lo) / n : 0;
-        double loc[7] = {st.loss,          st.flow_loss,     st.delta_abs * w, st.ratio_mean * w,
-                         st.clip_frac * w, st.adv_abs * w,   (double)fl_bad},
+        double loc[7] = {st.loss,          st.flow_loss,   st.delta_abs * w, st.ratio_mean * w,
+                         st.clip_frac * w, st.adv_abs * w, (double)fl_bad},
                glob[7] = {0};
         MPI_Reduce(loc, glob, 7, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
         cnt.step++;
@@ -555,6 +702,11 @@ cleanup:
     free(tt);
     free(lab);
     free(pred);
+    free(kl_b);
+    free(kl_adv);
+    free(kl_work);
+    free(kl_cnt);
+    free(kl_off);
     free(x0s);
     return rc;
 }

@@ -6,7 +6,7 @@
 // batches of scored chains (learner_common.h), drops those older than max_lag versions and
 // broadcasts the batch; each rank computes the DDPO / DAG / DAG-KL loss (diffusion_rl.h) on
 // its shard, the denoiser and flow gradients are summed by in-place all-reduces, and every
-// rank steps AdamW in lockstep. Rank 0 publishes weights (the diff_save blob), writes metrics
+// rank steps AdamW in lockstep. Rank 0 publishes weights, writes metrics
 // (JSON lines: reward, diversity, class coverage under --classifier) and checkpoints.
 //
 // The forward-looking flow term r(x0_hat(x_t)) of DAG / DAG-KL is computed here, not by the
@@ -17,6 +17,24 @@
 // flow's parametrisation, never the objective's fixed point; it costs no extra traffic (S
 // more payloads per chain through hub and reward workers otherwise). Without a local scorer
 // the flow has no forward-looking term.
+//
+// DAG-KL's advantages (leave-one-out baseline per group and step, divided by the std at each
+// step) are over the whole batch whatever the number of ranks: each rank computes the
+// per-transition rewards of its shard (drl_kl_rewards: flows only), an all-gather gives every
+// rank all of them, and every rank computes the whole batch's advantages and uses its shard's
+// rows (drl_dagkl_loss_adv); -np N equals -np 1 to float rounding (test_diff_traj). DDPO's
+// advantages are computed over the whole batch on every rank too (same tracker state).
+//
+// Weights published to actors (hub_diff_weights) are the denoiser's parameters without the
+// AdamW moments. Checkpoints (every --ckpt-every steps and at the end, SIGINT/SIGTERM
+// included) in OUT: learner.ckpt, the denoiser with its AdamW state (a diff_save checkpoint:
+// rlx-ddpm and actors read it); flow.ckpt, the flow net with its AdamW state (DAG, DAG-KL);
+// learner_state.ckpt, the counters (with the hub's run-long counters, as the text learner's)
+// and both optimizer steps, written last. --resume with OUT/learner.ckpt present reloads all
+// three (refusing files whose optimizer steps disagree) and continues at the checkpoint's step:
+// metrics are appended, weights are published as version step+1, sampled = trained + dropped
+// holds over all runs, the hub gets a seed of its own (work ids start again). Not restored:
+// DDPO's per-prompt reward buffers (they refill; the batch statistics stand in until then).
 #ifndef RLX_DIFFUSION_LEARNER_H
 #define RLX_DIFFUSION_LEARNER_H
 

@@ -509,8 +509,24 @@ void drl_dag_loss(drl_t *r, const drl_traj_t *tr, int n, double denom, float bet
     fill_stats(st, M, ratio_sum, 0, NULL, r->delta);
 }
 
-void drl_dagkl_loss(drl_t *r, const drl_traj_t *tr, int n, double denom, float beta,
-                    drl_stats_t *st) {
+// The per-transition rewards b = -delta under the behaviour log P_F of the n gathered chains
+// (r->logF filled) into b (n, S).
+static void kl_rewards(drl_t *r, int n, int S, double denom, float *b) {
+    drl_db_math(n, S, r->logF, r->blogpf, r->logpb, denom, b, NULL, NULL);
+    for (int q = 0; q < n * S; q++)
+        b[q] = -b[q];
+}
+
+void drl_kl_rewards(drl_t *r, const drl_traj_t *tr, int n, float beta, float *b) {
+    assert(r->flow);
+    int S = gather(r, tr, n);
+    flows_forward(r, tr, n, S, beta);
+    kl_rewards(r, n, S, 1.0, b);
+}
+
+// DAG-KL with the advantages adv (n, S) given, or computed from this batch when NULL.
+static void dagkl(drl_t *r, const drl_traj_t *tr, int n, double denom, float beta, const float *adv,
+                  drl_stats_t *st) {
     memset(st, 0, sizeof *st);
     assert(r->flow && denom > 0);
     int S = gather(r, tr, n), M = n * S, clipped = 0;
@@ -519,15 +535,17 @@ void drl_dagkl_loss(drl_t *r, const drl_traj_t *tr, int n, double denom, float b
     // The flow: detailed balance with the current log P_F held fixed.
     st->flow_loss = drl_db_math(n, S, r->logF, r->logpf, r->logpb, denom, r->delta, r->dlogF, NULL);
     fill_stats(st, M, 0, 0, NULL, r->delta);
-    // The policy: per-transition rewards -delta under the behaviour log P_F (kept in dlogpf
-    // until drl_ppo_math overwrites it).
-    float *b = r->dlogpf;
-    drl_db_math(n, S, r->logF, r->blogpf, r->logpb, denom, b, NULL, NULL);
-    for (int q = 0; q < M; q++)
-        b[q] = -b[q];
-    for (int i = 0; i < n; i++)
-        r->keys[i] = tr[i].group;
-    drl_kl_advantages(n, S, b, r->keys, r->cfg.adv_clip, r->adv, r->rew);
+    if (adv) {
+        memcpy(r->adv, adv, (size_t)M * sizeof *r->adv);
+    } else {
+        // The policy: per-transition rewards -delta under the behaviour log P_F (kept in
+        // dlogpf until drl_ppo_math overwrites it).
+        float *b = r->dlogpf;
+        kl_rewards(r, n, S, denom, b);
+        for (int i = 0; i < n; i++)
+            r->keys[i] = tr[i].group;
+        drl_kl_advantages(n, S, b, r->keys, r->cfg.adv_clip, r->adv, r->rew);
+    }
     double ratio_sum = 0;
     st->loss = drl_ppo_math(M, r->adv, r->logpf, r->blogpf, r->cfg.clip_eps, denom, r->dlogpf,
                             &clipped, &ratio_sum);
@@ -536,4 +554,15 @@ void drl_dagkl_loss(drl_t *r, const drl_traj_t *tr, int n, double denom, float b
     st->delta_abs = delta_abs;
     flows_backward(r, n, S);
     denoiser_pass(r, M, r->dlogpf);
+}
+
+void drl_dagkl_loss(drl_t *r, const drl_traj_t *tr, int n, double denom, float beta,
+                    drl_stats_t *st) {
+    dagkl(r, tr, n, denom, beta, NULL, st);
+}
+
+void drl_dagkl_loss_adv(drl_t *r, const drl_traj_t *tr, int n, double denom, float beta,
+                        const float *adv, drl_stats_t *st) {
+    assert(adv);
+    dagkl(r, tr, n, denom, beta, adv, st);
 }

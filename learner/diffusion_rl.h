@@ -172,6 +172,16 @@ void drl_dag_loss(drl_t *r, const drl_traj_t *tr, int n, double denom, float bet
 void drl_dagkl_loss(drl_t *r, const drl_traj_t *tr, int n, double denom, float beta,
                     drl_stats_t *st);
 
+// DAG-KL of a batch sharded over ranks: the baseline and the std above are over the whole
+// batch, so each rank computes the rewards b (n, S) of its shard with drl_kl_rewards (the
+// flows' forward only, no denoiser), the ranks gather them (in batch order), every rank runs
+// drl_kl_advantages over the whole batch and drl_dagkl_loss_adv on its shard with the shard's
+// rows of those advantages adv (n, S). The sum of the shards' gradients is then the whole
+// batch's drl_dagkl_loss gradient (to float rounding).
+void drl_kl_rewards(drl_t *r, const drl_traj_t *tr, int n, float beta, float *b);
+void drl_dagkl_loss_adv(drl_t *r, const drl_traj_t *tr, int n, double denom, float beta,
+                        const float *adv, drl_stats_t *st);
+
 // ---- the math, exposed for tests --------------------------------------------------------
 
 // Detailed balance of n chains of S steps: logF (n, S+1) full log-flows (terminal included),

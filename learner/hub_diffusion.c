@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "diff_traj.h"
 
@@ -77,4 +78,35 @@ void hub_diff_item(const Rlx__Trajectory *t, const char *scorer, const char *tar
     item->payload = x->states + (size_t)x->steps * dim;
     item->n_payload_shape = x->n_shape;
     item->payload_shape = x->shape;
+}
+
+void *hub_diff_weights(const diff_t *d, const char *dir, size_t *len, char *err, size_t errlen) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/.weights.%d", dir, (int)getpid());
+    // diff_save writes the moments only when the paramset has them: a view of d without.
+    mlp_t net = *d->net;
+    net.ps.m = net.ps.v = NULL;
+    diff_t view = *d;
+    view.net = &net;
+    if (diff_save(&view, path, err, errlen) != 0)
+        return NULL;
+    void *buf = NULL;
+    FILE *f = fopen(path, "rb");
+    if (f) {
+        fseek(f, 0, SEEK_END);
+        long n = ftell(f);
+        fseek(f, 0, SEEK_SET);
+        buf = n > 0 ? malloc((size_t)n) : NULL;
+        if (buf && fread(buf, 1, (size_t)n, f) == (size_t)n) {
+            *len = (size_t)n;
+        } else {
+            free(buf);
+            buf = NULL;
+        }
+        fclose(f);
+    }
+    unlink(path);
+    if (!buf)
+        snprintf(err, errlen, "cannot read back the weights written to %s", dir);
+    return buf;
 }
