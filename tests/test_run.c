@@ -810,7 +810,7 @@ static void test_diffusion(void) {
     procs_t ps = {0};
     const char *largs[] = {"--env", "diffusion", "--objective", "dagkl", "--init", P("toy.ckpt"),
                            "--scorer", "toy", "--target", "0", "--sample-steps", "20",
-                           "--beta", "10", "--lr", "1e-3", "--batch", "32", "--k", "8",
+                           "--beta", "10", "--lr", "5e-4", "--batch", "32", "--k", "8",
                            "--bind", "tcp://*:5876", "--run-id", "test-run", "--out", P("rl"),
                            "--metrics", P("metrics.jsonl"), "--heartbeat-ms", "200",
                            "--ckpt-every", "0", "--steps", "400", "--threads", "1", NULL};
