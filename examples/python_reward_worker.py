@@ -10,8 +10,13 @@ It shows everything a worker in any language needs (proto/rlx.proto is the contr
   - ScoreRequest -> ScoreReply (same request_id, one ScoreResult per item);
   - Error NOT_JOINED -> Hello again; SIGINT/SIGTERM -> Bye, exit 0.
 
-Its scorer, "py_exact": reward 1 if the response equals the target, else 0, with a component
-"exact". Items naming another scorer get an error result.
+Its scorers (--scorer, default "py_exact,py_symmetry"):
+  py_exact     text items: reward 1 if the response equals the target, else 0, component
+               "exact" (any other served name means this too, e.g. --scorer exact);
+  py_symmetry  image items (a diffusion x_0 in ScoreItem.payload, shape payload_shape [H, W]
+               or [C, H, W]): -mean |x[c][i][j] - x[c][i][W-1-j]|, component "symmetry"; an
+               item without a payload gets an error result.
+Items naming a scorer not served get an error result.
 
 Needs Debian's python3-zmq and python3-protobuf (run it with /usr/bin/python3) and protoc
 (protobuf-compiler): the Python code for rlx.proto is generated at start into a cache dir.
@@ -32,7 +37,8 @@ import time
 import zmq
 
 PROTOCOL_VERSION = 1
-SCORER = "py_exact"
+SCORERS = "py_exact,py_symmetry"
+SYMMETRY = "py_symmetry"  # the served name that means the image scorer; others: exact match
 GENERATOR = "rlx-python-worker 2"  # part of the code cache key: bump when load_proto changes
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -76,6 +82,29 @@ def text(b):
     return b.decode("utf-8", "replace")
 
 
+def symmetry(x, shape):
+    """-mean |x[c][i][j] - x[c][i][W-1-j]| of a flattened image of shape [H, W] or [C, H, W]
+    (a flat [64] is read as 8x8): 0 for a mirror image. Raises ValueError if it is none."""
+    n = 1
+    for d in shape:
+        n *= d
+    if not x or n != len(x):
+        raise ValueError("needs an image payload; got %d floats of shape %s" % (len(x), shape))
+    if len(shape) == 3:
+        C, H, W = shape
+    elif len(shape) == 2:
+        (H, W), C = shape, 1
+    elif len(x) == 64:
+        C, H, W = 1, 8, 8
+    else:
+        raise ValueError("needs an image [H, W] or [C, H, W], got shape %s" % list(shape))
+    total = 0.0
+    for row in range(0, C * H * W, W):
+        for j in range(W):
+            total += abs(x[row + j] - x[row + W - 1 - j])
+    return -total / len(x)
+
+
 class Worker:
     def __init__(self, args, pb, pb_in):
         self.args, self.pb, self.pb_in = args, pb, pb_in
@@ -93,6 +122,7 @@ class Worker:
         self.stop = False
         self.hub_left = False
         self.requests = 0
+        self.scorers = [n for n in args.scorer.split(",") if n]
 
     # ---- sending -----------------------------------------------------------------------
     def send(self, **body):
@@ -119,8 +149,10 @@ class Worker:
         self.sock.connect(self.args.hub)
         h = self.pb.Hello(role=self.pb.ROLE_REWARD_WORKER, worker_id=self.worker_id,
                           name=self.args.name, agent="python-example 1",
-                          scorers=[self.args.scorer],
-                          trajectory_kinds=[self.pb.TRAJECTORY_KIND_TEXT],
+                          scorers=self.scorers,
+                          trajectory_kinds=[self.pb.TRAJECTORY_KIND_TEXT,
+                                            self.pb.TRAJECTORY_KIND_DIFFUSION,
+                                            self.pb.TRAJECTORY_KIND_GFLOW],
                           credits=self.args.credits, pid=os.getpid())
         self.joined = False
         self.send(hello=h)
@@ -144,9 +176,18 @@ class Worker:
             res = reply.results.add()
             res.id.actor_id, res.id.seq = item.id.actor_id, item.id.seq
             scorer = text(item.scorer)
-            if scorer != self.args.scorer:
+            if scorer not in self.scorers:
                 res.error = "unknown scorer %r: this worker serves %s" % (scorer,
                                                                          self.args.scorer)
+                continue
+            if scorer == SYMMETRY:
+                try:  # payload: float32 values, exact as Python floats
+                    r = symmetry(list(item.payload), list(item.payload_shape))
+                except ValueError as e:
+                    res.error = "%s: %s" % (scorer, e)
+                    continue
+                res.reward = r
+                res.components["symmetry"] = r
                 continue
             exact = 1.0 if text(item.response_text) == text(item.target) else 0.0
             res.reward = exact
@@ -236,8 +277,9 @@ def main():
     ap.add_argument("--hub", required=True, help="hub endpoint, tcp://HOST:PORT")
     ap.add_argument("--name", default="py-reward-%d" % os.getpid())
     ap.add_argument("--credits", type=int, default=2)
-    ap.add_argument("--scorer", default=SCORER,
-                    help="scorer name to serve (exact match under any name; default py_exact)")
+    ap.add_argument("--scorer", default=SCORERS,
+                    help="comma-separated scorer names to serve: %s is the image symmetry "
+                         "score, any other name exact match (default %s)" % (SYMMETRY, SCORERS))
     ap.add_argument("--heartbeat-ms", type=int, default=1000)
     ap.add_argument("--max-requests", type=int, default=0)
     ap.add_argument("--run-id", default="")

@@ -5,8 +5,10 @@
 // again after a backoff.
 #include "exec_scorer.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -24,7 +26,7 @@
 #define BACKOFF_MAX_MS 5000
 #define TICK_MS 100
 
-enum { FAIL_TIMEOUT, FAIL_CRASH, FAIL_GARBAGE, FAIL_START, FAIL_KINDS };
+enum { FAIL_TIMEOUT, FAIL_CRASH, FAIL_GARBAGE, FAIL_START, FAIL_OVERSIZED, FAIL_KINDS };
 
 struct exec_scorer {
     char *cmd;                // the command, run by /bin/sh -c
@@ -259,38 +261,102 @@ static json_object *json_text(const char *s) {
     return o;
 }
 
-// Builds the request lines of items[0..n) into one buffer (caller frees). NULL if no memory.
-static char *build_requests(const exec_item_t *items, int n, size_t *len) {
-    size_t cap = 4096, used = 0;
-    char *buf = malloc(cap);
-    for (int i = 0; buf && i < n; i++) {
-        json_object *o = json_object_new_object();
-        json_object_object_add(o, "id", json_text(items[i].id));
-        json_object_object_add(o, "prompt", json_text(items[i].prompt));
-        json_object_object_add(o, "response", json_text(items[i].response));
-        json_object_object_add(o, "target", json_text(items[i].target));
-        json_object_object_add(o, "scorer", json_text(items[i].scorer));
-        size_t l = 0;
-        const char *s = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &l);
-        if (used + l + 1 > cap) {
-            while (used + l + 1 > cap)
-                cap *= 2;
-            char *nb = realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-                json_object_put(o);
-                break;
-            }
-            buf = nb;
-        }
-        memcpy(buf + used, s, l);
-        buf[used + l] = '\n';
-        used += l + 1;
-        json_object_put(o);
+// A growing output buffer for request lines.
+typedef struct {
+    char *p;         // bytes (NULL after a failed allocation)
+    size_t len, cap; // used, capacity
+} obuf_t;
+
+// Room for `more` bytes (plus a NUL); 0, or -1 when out of memory (b->p freed and NULL).
+static int ob_reserve(obuf_t *b, size_t more) {
+    if (!b->p)
+        return -1;
+    if (b->len + more + 1 <= b->cap)
+        return 0;
+    size_t cap = b->cap;
+    while (b->len + more + 1 > cap)
+        cap *= 2;
+    char *nb = realloc(b->p, cap);
+    if (!nb) {
+        free(b->p);
+        b->p = NULL;
+        return -1;
     }
-    *len = used;
-    return buf;
+    b->p = nb;
+    b->cap = cap;
+    return 0;
+}
+
+static void ob_put(obuf_t *b, const char *s, size_t l) {
+    if (ob_reserve(b, l) == 0) {
+        memcpy(b->p + b->len, s, l);
+        b->len += l;
+    }
+}
+
+// Appends ,"payload":[...],"shape":[...] for a non-text item (floats as %.9g: 9 significant
+// digits read back to the same float; a non-finite value, which JSON cannot hold, as null).
+static void put_payload(obuf_t *b, const exec_item_t *it) {
+    char num[32];
+    ob_put(b, ",\"payload\":[", 12);
+    for (size_t k = 0; k < it->npayload && b->p; k++) {
+        float v = it->payload[k];
+        int l = isfinite(v) ? snprintf(num, sizeof num, "%s%.9g", k ? "," : "", (double)v)
+                            : snprintf(num, sizeof num, "%snull", k ? "," : "");
+        ob_put(b, num, (size_t)l);
+    }
+    ob_put(b, "],\"shape\":[", 11);
+    for (size_t k = 0; k < it->nshape && b->p; k++) {
+        int l = snprintf(num, sizeof num, "%s%u", k ? "," : "", (unsigned)it->shape[k]);
+        ob_put(b, num, (size_t)l);
+    }
+    ob_put(b, "]", 1);
+}
+
+// Builds the request lines of items[0..n) into one buffer (caller frees) and the indices of
+// the items written, in order, into sent[0..*nsent). An item whose line would be longer than
+// EXEC_SCORER_MAX_REQUEST gets an error in out[] and is left out. NULL if out of memory.
+static char *build_requests(exec_scorer_t *s, const exec_item_t *items, int n, exec_result_t *out,
+                            int *sent, int *nsent, size_t *len) {
+    obuf_t b = {malloc(4096), 0, 4096};
+    *nsent = 0;
+    for (int i = 0; b.p && i < n; i++) {
+        const exec_item_t *it = &items[i];
+        int has_payload = it->npayload > 0 && it->payload;
+        size_t start = b.len;
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "id", json_text(it->id));
+        json_object_object_add(o, "prompt", json_text(it->prompt ? it->prompt : ""));
+        json_object_object_add(o, "response", json_text(it->response ? it->response : ""));
+        json_object_object_add(o, "target", json_text(it->target ? it->target : ""));
+        json_object_object_add(o, "scorer", json_text(it->scorer ? it->scorer : ""));
+        json_object_object_add(o, "kind", json_text(it->kind ? it->kind : "text"));
+        size_t l = 0;
+        const char *js = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &l);
+        // The object without its closing brace, then the payload, then "}\n".
+        assert(l > 0 && js[l - 1] == '}');
+        ob_put(&b, js, l - 1);
+        json_object_put(o);
+        if (has_payload)
+            put_payload(&b, it);
+        ob_put(&b, "}\n", 2);
+        if (!b.p)
+            break;
+        size_t line = b.len - start - 1;
+        if (line > EXEC_SCORER_MAX_REQUEST) {
+            b.len = start; // not sent: a reader with a line limit would choke on it
+            s->st.oversized++;
+            set_error(&out[i],
+                      "exec scorer: request line of %zu bytes (%zu payload floats) is over "
+                      "the %d-byte limit: not sent",
+                      line, it->npayload, EXEC_SCORER_MAX_REQUEST);
+            log_fail(s, FAIL_OVERSIZED, "%s", out[i].error);
+            continue;
+        }
+        sent[(*nsent)++] = i;
+    }
+    *len = b.len;
+    return b.p;
 }
 
 // Gives items [from, n) the error msg and kills the process (it will be restarted later).
@@ -324,42 +390,47 @@ void exec_scorer_score(exec_scorer_t *s, const exec_item_t *items, int n, exec_r
         }
     }
     size_t wlen = 0, wpos = 0;
-    char *wbuf = build_requests(items, n, &wlen);
+    int *sent = malloc((size_t)n * sizeof *sent), m = 0; // items written, in order
+    char *wbuf = sent ? build_requests(s, items, n, out, sent, &m, &wlen) : NULL;
     if (!wbuf) {
         for (int i = 0; i < n; i++)
             set_error(&out[i], "exec scorer: out of memory building requests");
         s->st.errors += (uint64_t)n;
+        free(sent);
         return;
     }
+    // Replies come for the written items only: the k-th reply is for items[sent[k]]. Items
+    // left out already carry their error, which fail_rest keeps.
     int next = 0, eof = 0;
     double deadline = rlx_now() + s->timeout_ms * 1e-3;
-    while (next < n) {
+    while (next < m) {
         // Consume every complete line already read.
         char *nl;
-        while (next < n && s->rlen > 0 && (nl = memchr(s->rbuf, '\n', s->rlen)) != NULL) {
+        while (next < m && s->rlen > 0 && (nl = memchr(s->rbuf, '\n', s->rlen)) != NULL) {
             size_t l = (size_t)(nl - s->rbuf);
             *nl = 0;
-            int rc = parse_reply(s->rbuf, l, items[next].id, &out[next]);
+            int rc = parse_reply(s->rbuf, l, items[sent[next]].id, &out[sent[next]]);
             memmove(s->rbuf, nl + 1, s->rlen - l - 1);
             s->rlen -= l + 1;
             if (rc != 0) {
                 s->st.garbage++;
-                log_fail(s, FAIL_GARBAGE, "%s: restarting it", out[next].error);
+                log_fail(s, FAIL_GARBAGE, "%s: restarting it", out[sent[next]].error);
                 snprintf(msg, sizeof msg, "exec scorer failed earlier in this batch (garbage)");
-                fail_rest(s, out, next + 1, n, msg);
-                next = n;
+                fail_rest(s, out, sent[next] + 1, n, msg);
                 goto done;
             }
             next++;
             deadline = rlx_now() + s->timeout_ms * 1e-3;
         }
-        if (next == n)
+        if (next == m)
             break;
         if (s->rlen >= EXEC_SCORER_MAX_LINE) {
             s->st.garbage++;
-            log_fail(s, FAIL_GARBAGE, "a reply line longer than %d bytes: restarting it",
+            s->st.oversized++;
+            snprintf(msg, sizeof msg, "exec scorer wrote a reply line over %d bytes",
                      EXEC_SCORER_MAX_LINE);
-            fail_rest(s, out, next, n, "exec scorer wrote an over-long line");
+            log_fail(s, FAIL_OVERSIZED, "%s: restarting it", msg);
+            fail_rest(s, out, sent[next], n, msg);
             goto done;
         }
         if (eof) {
@@ -376,7 +447,7 @@ void exec_scorer_score(exec_scorer_t *s, const exec_item_t *items, int n, exec_r
                 snprintf(msg, sizeof msg, "exec scorer closed its stdout");
             }
             log_fail(s, FAIL_CRASH, "%s: restarting it", msg);
-            fail_rest(s, out, next, n, msg);
+            fail_rest(s, out, sent[next], n, msg);
             goto done;
         }
         double now = rlx_now();
@@ -384,7 +455,7 @@ void exec_scorer_score(exec_scorer_t *s, const exec_item_t *items, int n, exec_r
             s->st.timeouts++;
             snprintf(msg, sizeof msg, "exec scorer gave no reply within %d ms", s->timeout_ms);
             log_fail(s, FAIL_TIMEOUT, "%s: killing and restarting it", msg);
-            fail_rest(s, out, next, n, msg);
+            fail_rest(s, out, sent[next], n, msg);
             goto done;
         }
         struct pollfd pfd[2] = {{.fd = s->rfd, .events = POLLIN},
@@ -398,7 +469,7 @@ void exec_scorer_score(exec_scorer_t *s, const exec_item_t *items, int n, exec_r
             s->tick(s->tick_arg);
         if (pr < 0 && errno != EINTR) {
             s->st.crashes++;
-            fail_rest(s, out, next, n, "exec scorer: poll failed");
+            fail_rest(s, out, sent[next], n, "exec scorer: poll failed");
             goto done;
         }
         if (pr <= 0)
@@ -415,7 +486,7 @@ void exec_scorer_score(exec_scorer_t *s, const exec_item_t *items, int n, exec_r
                 size_t cap = s->rcap ? s->rcap * 2 : 65536 * 2;
                 char *nb = realloc(s->rbuf, cap);
                 if (!nb) {
-                    fail_rest(s, out, next, n, "exec scorer: out of memory reading replies");
+                    fail_rest(s, out, sent[next], n, "exec scorer: out of memory reading replies");
                     goto done;
                 }
                 s->rbuf = nb;
@@ -431,6 +502,7 @@ void exec_scorer_score(exec_scorer_t *s, const exec_item_t *items, int n, exec_r
     s->backoff_ms = BACKOFF_MIN_MS; // a whole batch went through
 done:
     free(wbuf);
+    free(sent);
     for (int i = 0; i < n; i++) {
         if (out[i].error[0])
             s->st.errors++;

@@ -190,6 +190,18 @@ static int image_kind(const char *name) {
     return imgscore_find(name);
 }
 
+// The --exec request's "kind" of a ScoreItem kind (docs/scorers.md).
+static const char *kind_name(Rlx__TrajectoryKind k) {
+    switch (k) {
+    case RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_DIFFUSION:
+        return "diffusion";
+    case RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_GFLOW:
+        return "gflow";
+    default:
+        return "text"; // TEXT, and UNSPECIFIED from an older hub (text only then)
+    }
+}
+
 // Scores one request and sends its reply.
 static void answer(reward_t *r, const Rlx__ScoreRequest *req) {
     int n = (int)req->n_items;
@@ -220,6 +232,11 @@ static void answer(reward_t *r, const Rlx__ScoreRequest *req) {
         ei[i].response = it->response_text;
         ei[i].target = it->target;
         ei[i].scorer = it->scorer;
+        ei[i].kind = kind_name(it->kind);
+        ei[i].payload = it->payload;
+        ei[i].npayload = it->n_payload;
+        ei[i].shape = it->payload_shape;
+        ei[i].nshape = it->n_payload_shape;
     }
     if (r->exec) {
         exec_scorer_score(r->exec, ei, n, er);
@@ -409,9 +426,11 @@ static void timers(reward_t *r, double now) {
                 (unsigned long long)r->st.requests, (unsigned long long)r->st.items,
                 (unsigned long long)r->st.item_errors);
         if (x)
-            fprintf(stderr, " exec: starts %llu timeouts %llu crashes %llu garbage %llu",
+            fprintf(stderr,
+                    " exec: starts %llu timeouts %llu crashes %llu garbage %llu oversized %llu",
                     (unsigned long long)x->starts, (unsigned long long)x->timeouts,
-                    (unsigned long long)x->crashes, (unsigned long long)x->garbage);
+                    (unsigned long long)x->crashes, (unsigned long long)x->garbage,
+                    (unsigned long long)x->oversized);
         fprintf(stderr, "\n");
         r->stats_due = now + r->cfg.stats_interval_ms * 1e-3;
     }

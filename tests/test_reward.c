@@ -1,12 +1,15 @@
 // test_reward.c: the reward worker. First exec_scorer.c on its own (the example scorer, and a
 // scorer that crashes, hangs or writes garbage on command: error results, restart, and the
-// next items scored again). Then the real rlx-reward executable against a scripted hub (a
-// ROUTER socket played by this test on loopback TCP): Hello/Welcome, built-in exact and
-// digits rewards, an unknown scorer giving an error result, Error NOT_JOINED answered by a
-// new Hello, --exec with examples/exec_scorer_example.py, an --exec command that crashes or
-// hangs, and SIGTERM giving Bye and exit 0. Last, examples/python_reward_worker.py (Debian's
-// /usr/bin/python3 with python3-zmq and python3-protobuf) against the same scripted hub.
-// Every receive has a deadline.
+// next items scored again; non-text items: kind, payload and shape reach the scorer, floats
+// bit-exact, examples/image_scorer_example.py on images, over-long request and reply lines).
+// Then the real rlx-reward executable against a scripted hub (a ROUTER socket played by this
+// test on loopback TCP): Hello/Welcome, built-in exact and digits rewards, an unknown scorer
+// giving an error result, Error NOT_JOINED answered by a new Hello, --exec with
+// examples/exec_scorer_example.py (and image_scorer_example.py on a DIFFUSION item's
+// payload), an --exec command that crashes or hangs, and SIGTERM giving Bye and exit 0. Last,
+// examples/python_reward_worker.py (Debian's /usr/bin/python3 with python3-zmq and
+// python3-protobuf) against the same scripted hub, text and image items. Every receive has a
+// deadline.
 #include <stdio.h>
 
 #include "testutil.h"
@@ -118,7 +121,17 @@ typedef struct {
     const char *response, *target, *scorer;
 } item_spec_t;
 
-static void fh_score_request(fake_hub_t *h, uint64_t request_id, const item_spec_t *spec, int n) {
+// The payload of a non-text item (a diffusion x_0), or NULL for text.
+typedef struct {
+    const float *x;        // (n) flattened payload
+    size_t n;              // floats
+    const uint32_t *shape; // (nshape)
+    size_t nshape;         // dims
+} payload_spec_t;
+
+// A ScoreRequest of n items; pl[i] (if pl and pl[i].x) makes item i a DIFFUSION item.
+static void fh_score_request_pl(fake_hub_t *h, uint64_t request_id, const item_spec_t *spec,
+                                const payload_spec_t *pl, int n) {
     Rlx__ScoreItem items[16], *itemp[16];
     Rlx__TrajectoryId ids[16];
     for (int i = 0; i < n; i++) {
@@ -132,6 +145,13 @@ static void fh_score_request(fake_hub_t *h, uint64_t request_id, const item_spec
         items[i].target = (char *)spec[i].target;
         items[i].scorer = (char *)spec[i].scorer;
         items[i].kind = RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_TEXT;
+        if (pl && pl[i].x) {
+            items[i].kind = RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_DIFFUSION;
+            items[i].payload = (float *)pl[i].x;
+            items[i].n_payload = pl[i].n;
+            items[i].payload_shape = (uint32_t *)pl[i].shape;
+            items[i].n_payload_shape = pl[i].nshape;
+        }
         itemp[i] = &items[i];
     }
     Rlx__ScoreRequest req = RLX__SCORE_REQUEST__INIT;
@@ -145,10 +165,11 @@ static void fh_score_request(fake_hub_t *h, uint64_t request_id, const item_spec
     fh_send(h, &env);
 }
 
-// Sends a request and waits for its reply (NULL on timeout, counted as a failure).
-static Rlx__Envelope *score_round(fake_hub_t *h, uint64_t request_id, const item_spec_t *spec,
-                                  int n, double timeout_s) {
-    fh_score_request(h, request_id, spec, n);
+// Sends a request (items with payloads pl, may be NULL) and waits for its reply (NULL on
+// timeout, counted as a failure).
+static Rlx__Envelope *score_round_pl(fake_hub_t *h, uint64_t request_id, const item_spec_t *spec,
+                                     const payload_spec_t *pl, int n, double timeout_s) {
+    fh_score_request_pl(h, request_id, spec, pl, n);
     Rlx__Envelope *rep = fh_expect(h, RLX__ENVELOPE__BODY_SCORE_REPLY, timeout_s);
     TU_CHECK(rep != NULL, "no ScoreReply to request %llu within %.0f s",
              (unsigned long long)request_id, timeout_s);
@@ -159,6 +180,21 @@ static Rlx__Envelope *score_round(fake_hub_t *h, uint64_t request_id, const item
     TU_CHECK(rep->score_reply->n_results == (size_t)n, "%zu results for %d items",
              rep->score_reply->n_results, n);
     return rep;
+}
+
+static Rlx__Envelope *score_round(fake_hub_t *h, uint64_t request_id, const item_spec_t *spec,
+                                  int n, double timeout_s) {
+    return score_round_pl(h, request_id, spec, NULL, n, timeout_s);
+}
+
+// The symmetry score of an [H, W] image, as examples/image_scorer_example.py and the Python
+// worker compute it (in double).
+static float sym_ref(const float *x, int H, int W) {
+    double sum = 0;
+    for (int i = 0; i < H; i++)
+        for (int j = 0; j < W; j++)
+            sum += fabs((double)x[i * W + j] - x[i * W + (W - 1 - j)]);
+    return (float)(-sum / (H * W));
 }
 
 // The result for item i of request_id (matched by id; results may come in any order).
@@ -236,6 +272,10 @@ static void stop_worker(fake_hub_t *h, pid_t pid, const char *what, const char *
 
 // ---- exec_scorer unit tests -----------------------------------------------------------------
 
+// A text item (no payload) for exec_scorer_score.
+#define TEXT_ITEM(id_, prompt_, response_, target_, scorer_)                                       \
+    { .id = id_, .prompt = prompt_, .response = response_, .target = target_, .scorer = scorer_ }
+
 static const char *faulty_script(void) {
     static char path[512];
     snprintf(path, sizeof path, "%s/faulty_scorer.py", tmpdir);
@@ -261,10 +301,10 @@ static void test_exec_unit(void) {
     char cmd[1024];
     snprintf(cmd, sizeof cmd, PY " %s", tu_src_path("examples/exec_scorer_example.py"));
     exec_scorer_t *s = exec_scorer_new(cmd, 5000);
-    exec_item_t items[4] = {{"1:1", "1+2=", "3", "3", "exact"},
-                            {"1:2", "1+2=", "13", "03", "exact"},
-                            {"1:3", "q", "we\"ird\n\\ \xc3\xa9", "x", "exact"},
-                            {"1:4", "q", "\xff\xc3(\xed\xa0\x80 not UTF-8", "x", "exact"}};
+    exec_item_t items[4] = {TEXT_ITEM("1:1", "1+2=", "3", "3", "exact"),
+                            TEXT_ITEM("1:2", "1+2=", "13", "03", "exact"),
+                            TEXT_ITEM("1:3", "q", "we\"ird\n\\ \xc3\xa9", "x", "exact"),
+                            TEXT_ITEM("1:4", "q", "\xff\xc3(\xed\xa0\x80 not UTF-8", "x", "exact")};
     exec_result_t out[4];
     exec_scorer_score(s, items, 4, out);
     TU_CHECK(!out[3].error[0] && out[3].reward == 0.0f, "example: invalid UTF-8 response: %g (%s)",
@@ -292,9 +332,9 @@ static void test_exec_unit(void) {
         const char *counter; // which failure it causes
     } faults[] = {{"crash", "crashes"}, {"hang", "timeouts"}, {"garbage", "garbage"}};
     for (int f = 0; f < 3; f++) {
-        exec_item_t batch[3] = {{"2:1", "p", "42", "42", "exact"},
-                                {"2:2", "p", faults[f].resp, "42", "exact"},
-                                {"2:3", "p", "42", "42", "exact"}};
+        exec_item_t batch[3] = {TEXT_ITEM("2:1", "p", "42", "42", "exact"),
+                                TEXT_ITEM("2:2", "p", faults[f].resp, "42", "exact"),
+                                TEXT_ITEM("2:3", "p", "42", "42", "exact")};
         double t0 = rlx_now();
         exec_scorer_score(s, batch, 3, out);
         double dt = rlx_now() - t0;
@@ -312,7 +352,7 @@ static void test_exec_unit(void) {
         TU_CHECK(!out[0].error[0] && out[0].reward == 1.0f, "%s: restarted scorer works: %s",
                  faults[f].resp, out[0].error);
     }
-    exec_item_t refuse[1] = {{"2:9", "p", "refuse", "42", "exact"}};
+    exec_item_t refuse[1] = {TEXT_ITEM("2:9", "p", "refuse", "42", "exact")};
     exec_scorer_score(s, refuse, 1, out);
     TU_CHECK(strstr(out[0].error, "cannot score") != NULL, "scorer's own error passed on: '%s'",
              out[0].error);
@@ -328,6 +368,175 @@ static void test_exec_unit(void) {
     exec_scorer_score(s, refuse, 1, out);
     TU_CHECK(out[0].error[0], "missing command gives an error");
     printf("ok   exec_scorer: missing command: \"%s\"\n", out[0].error);
+    exec_scorer_destroy(&s);
+}
+
+// A scorer that echoes what it got: reward = payload[int(target)] (so a float's round trip
+// through %.9g, Python and back is checked bit for bit), -1 when the request has no
+// "payload"; components say the kind, the payload length and the shape.
+static const char *echo_script(void) {
+    static char path[512];
+    snprintf(path, sizeof path, "%s/echo_scorer.py", tmpdir);
+    FILE *f = fopen(path, "w");
+    fprintf(f, "import json, sys\n"
+               "for line in sys.stdin:\n"
+               "    r = json.loads(line)\n"
+               "    x, shape = r.get('payload'), r.get('shape')\n"
+               "    c = {'diffusion': float(r['kind'] == 'diffusion'),\n"
+               "         'text': float(r['kind'] == 'text'),\n"
+               "         'n': float(len(x) if x else 0), 'nshape': float(len(shape or [])),\n"
+               "         'shape0': float(shape[0] if shape else 0),\n"
+               "         'has_shape': float('shape' in r)}\n"
+               "    rew = x[int(r['target'])] if x else -1.0\n"
+               "    print(json.dumps({'id': r['id'], 'reward': rew, 'components': c}), "
+               "flush=True)\n");
+    fclose(f);
+    return path;
+}
+
+static float comp(const exec_result_t *r, const char *name) {
+    for (int k = 0; k < r->ncomponents; k++)
+        if (!strcmp(r->component_name[k], name))
+            return r->component_value[k];
+    return NAN;
+}
+
+// Non-text items through --exec: "kind", "payload" and "shape" reach the scorer (floats
+// exactly), text items carry none; examples/image_scorer_example.py scores images (a
+// 28x28x3 one too); an item whose request line is over the limit gets an error, unsent.
+static void test_exec_payload_unit(void) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, PY " %s", echo_script());
+    exec_scorer_t *s = exec_scorer_new(cmd, 5000);
+    // Floats that need all 9 digits, the extremes, a denormal, -0.
+    const float x[6] = {0.1f,        1e-30f,      -3.40282347e38f, 1.17549435e-38f * 0.5f,
+                        16777215.0f, -1.0f / 3.0f};
+    const uint32_t shape[2] = {2, 3};
+    exec_item_t items[8];
+    char target[6][4];
+    memset(items, 0, sizeof items);
+    for (int i = 0; i < 6; i++) {
+        snprintf(target[i], sizeof target[i], "%d", i);
+        items[i] = (exec_item_t){.id = "5:1",
+                                 .prompt = "",
+                                 .response = "",
+                                 .target = target[i],
+                                 .scorer = "echo",
+                                 .kind = "diffusion",
+                                 .payload = x,
+                                 .npayload = 6,
+                                 .shape = shape,
+                                 .nshape = 2};
+    }
+    items[6] = (exec_item_t)TEXT_ITEM("5:7", "1+2=", "3", "0", "echo");
+    exec_result_t out[8];
+    exec_scorer_score(s, items, 7, out);
+    for (int i = 0; i < 6; i++) {
+        TU_CHECK(!out[i].error[0], "echo item %d: %s", i, out[i].error);
+        TU_CHECK(memcmp(&out[i].reward, &x[i], sizeof x[i]) == 0,
+                 "payload[%d] %.9g came back as %.9g (not bit-exact)", i, (double)x[i],
+                 (double)out[i].reward);
+    }
+    TU_CHECK(comp(&out[0], "diffusion") == 1 && comp(&out[0], "n") == 6 &&
+                 comp(&out[0], "nshape") == 2 && comp(&out[0], "shape0") == 2,
+             "echo: kind/payload/shape not as sent (diffusion %g n %g nshape %g shape0 %g)",
+             comp(&out[0], "diffusion"), comp(&out[0], "n"), comp(&out[0], "nshape"),
+             comp(&out[0], "shape0"));
+    TU_CHECK(!out[6].error[0] && out[6].reward == -1.0f && comp(&out[6], "text") == 1 &&
+                 comp(&out[6], "has_shape") == 0,
+             "echo: a text item must carry kind text and no payload/shape (reward %g, %s)",
+             out[6].reward, out[6].error);
+    printf("ok   exec_scorer payload: kind, shape and 6 floats bit-exact; text has none\n");
+    // Over the request limit: that item gets an error, the others of the batch are scored.
+    size_t big = EXEC_SCORER_MAX_REQUEST / 15 + 1000;
+    float *huge = malloc(big * sizeof *huge);
+    for (size_t i = 0; i < big; i++)
+        huge[i] = -1.23456789e-30f; // 15 characters and a comma each
+    uint32_t hshape[1] = {(uint32_t)big};
+    exec_item_t mix[3] = {items[0], items[1], items[2]};
+    mix[1].payload = huge;
+    mix[1].npayload = big;
+    mix[1].shape = hshape;
+    mix[1].nshape = 1;
+    double t0 = rlx_now();
+    exec_scorer_score(s, mix, 3, out);
+    TU_CHECK(!out[0].error[0] && out[0].reward == x[0] && !out[2].error[0] && out[2].reward == x[2],
+             "items around an oversized one: %s / %s", out[0].error, out[2].error);
+    TU_CHECK(strstr(out[1].error, "limit") != NULL, "oversized request: error \"%s\"",
+             out[1].error);
+    TU_CHECK(exec_scorer_stats(s)->oversized == 1 && exec_scorer_stats(s)->starts == 1,
+             "oversized %llu starts %llu, want 1 1",
+             (unsigned long long)exec_scorer_stats(s)->oversized,
+             (unsigned long long)exec_scorer_stats(s)->starts);
+    printf("ok   exec_scorer: %zu-float request refused in %.2f s: \"%s\"\n", big, rlx_now() - t0,
+           out[1].error);
+    free(huge);
+    exec_scorer_destroy(&s);
+    // A reply line over EXEC_SCORER_MAX_LINE: an error, counted as oversized (and garbage).
+    s = exec_scorer_new("read l; head -c 1100000 /dev/zero | tr '\\0' x; echo; cat >/dev/null",
+                        5000);
+    exec_scorer_score(s, items, 2, out);
+    TU_CHECK(strstr(out[0].error, "reply line over") && out[1].error[0] &&
+                 exec_scorer_stats(s)->oversized == 1 && exec_scorer_stats(s)->garbage == 1,
+             "over-long reply: \"%s\", oversized %llu", out[0].error,
+             (unsigned long long)exec_scorer_stats(s)->oversized);
+    printf("ok   exec_scorer: over-long reply: \"%s\"\n", out[0].error);
+    exec_scorer_destroy(&s);
+
+    // The example image scorer: symmetry, ink, toy_x, a 28x28x3 image; errors for a text item
+    // and an unknown name.
+    snprintf(cmd, sizeof cmd, PY " %s", tu_src_path("examples/image_scorer_example.py"));
+    s = exec_scorer_new(cmd, 5000);
+    const float img[6] = {0.25f, -1.0f, 0.5f, 1.0f, 0.125f, -0.75f};
+    enum { NBIG = 3 * 28 * 28 };
+    float *rgb = malloc(NBIG * sizeof *rgb);
+    uint64_t st = 7;
+    for (int i = 0; i < NBIG; i++) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        rgb[i] = (float)((double)(st >> 11) / 9007199254740992.0 * 2 - 1);
+    }
+    const uint32_t rgb_shape[3] = {3, 28, 28};
+    exec_item_t im[6];
+    for (int i = 0; i < 6; i++)
+        im[i] = (exec_item_t){.id = "6:1",
+                              .prompt = "",
+                              .response = "",
+                              .target = "",
+                              .scorer = "symmetry",
+                              .kind = "diffusion",
+                              .payload = img,
+                              .npayload = 6,
+                              .shape = shape,
+                              .nshape = 2};
+    im[1].scorer = "ink";
+    im[2].scorer = "toy_x";
+    im[3].payload = rgb;
+    im[3].npayload = NBIG;
+    im[3].shape = rgb_shape;
+    im[3].nshape = 3;
+    im[4] = (exec_item_t)TEXT_ITEM("6:5", "q", "r", "", "symmetry");
+    im[5].scorer = "no_such";
+    exec_scorer_score(s, im, 6, out);
+    double ink = 0;
+    for (int i = 0; i < 6; i++)
+        ink += 0.5 * (img[i] + 1.0) / 6;
+    float want[4] = {sym_ref(img, 2, 3), (float)ink, (float)-fabs((double)img[0] - 1.0),
+                     sym_ref(rgb, 3 * 28, 28)};
+    const char *what[4] = {"symmetry", "ink", "toy_x", "symmetry 28x28x3"};
+    for (int i = 0; i < 4; i++)
+        TU_CHECK(!out[i].error[0] && fabsf(out[i].reward - want[i]) <= 1e-6f,
+                 "image example %s: reward %g, want %g (%s)", what[i], out[i].reward, want[i],
+                 out[i].error);
+    TU_CHECK(strstr(out[4].error, "no payload") != NULL, "image example, text item: \"%s\"",
+             out[4].error);
+    TU_CHECK(strstr(out[5].error, "unknown scorer") != NULL, "image example, unknown: \"%s\"",
+             out[5].error);
+    TU_CHECK(exec_scorer_stats(s)->starts == 1 && exec_scorer_stats(s)->garbage == 0,
+             "image example: the process kept serving");
+    printf("ok   image_scorer_example: symmetry %g, ink %g, toy_x %g, 28x28x3 symmetry %g; "
+           "text item: \"%s\"\n",
+           out[0].reward, out[1].reward, out[2].reward, out[3].reward, out[4].error);
+    free(rgb);
     exec_scorer_destroy(&s);
 }
 
@@ -461,6 +670,45 @@ static void test_exec_process(void *ctx) {
     fh_close(&h);
 }
 
+// rlx-reward --exec examples/image_scorer_example.py: the worker passes a DIFFUSION item's
+// payload and shape on (ScoreItem.payload -> "payload"), the reward comes back; a text item
+// for the same scorer gets the scorer's error.
+static void test_exec_image_process(void *ctx) {
+    fake_hub_t h;
+    fh_open(&h, ctx);
+    char log[512], cmd[1024];
+    snprintf(log, sizeof log, "%s/reward_image.log", tmpdir);
+    snprintf(cmd, sizeof cmd, PY " %s", tu_src_path("examples/image_scorer_example.py"));
+    char *argv[] = {(char *)tu_bin_path("rlx-reward"),
+                    "--hub",
+                    h.ep,
+                    "--name",
+                    "r-image",
+                    "--heartbeat-ms",
+                    "200",
+                    "--scorer",
+                    "symmetry,toy_x",
+                    "--exec",
+                    cmd,
+                    NULL};
+    pid_t pid = tu_spawn(argv, log);
+    join(&h, RLX__ROLE__ROLE_REWARD_WORKER, 12, "symmetry");
+    const float img[8] = {0.5f, -0.25f, 0.75f, 0.5f, 1.0f, 0.0f, -1.0f, 0.1f};
+    const uint32_t shape[2] = {2, 4}, pshape[1] = {2};
+    item_spec_t items[] = {{"", "", "symmetry"}, {"", "", "toy_x"}, {"42", "42", "symmetry"}};
+    payload_spec_t pl[] = {{img, 8, shape, 2}, {img + 2, 2, pshape, 1}, {NULL, 0, NULL, 0}};
+    Rlx__Envelope *rep = score_round_pl(&h, 1, items, pl, 3, 10.0);
+    check_result(rep, 1, 0, sym_ref(img, 2, 4), 0, "--exec image symmetry");
+    check_result(rep, 1, 1, (float)-fabs((double)img[2] - 1.0), 0, "--exec image toy_x");
+    check_result(rep, 1, 2, 0.0f, 1, "--exec image scorer on a text item");
+    if (rep)
+        TU_CHECK(component(result_for(rep, 1, 0), "symmetry") == sym_ref(img, 2, 4),
+                 "--exec image: component passed");
+    wire_free(&rep);
+    stop_worker(&h, pid, "rlx-reward --exec image example", log);
+    fh_close(&h);
+}
+
 // ---- the Python worker ----------------------------------------------------------------------
 
 static void test_python_worker(void *ctx) {
@@ -501,6 +749,18 @@ static void test_python_worker(void *ctx) {
         TU_CHECK(component(result_for(rep, 1, 0), "exact") == 1.0f, "python worker component");
     }
     wire_free(&rep);
+    // py_symmetry: an image item's payload, and a text item (no payload: an error).
+    const float img[6] = {0.5f, -0.25f, 0.75f, 1.0f, 0.0f, -1.0f};
+    const uint32_t shape[2] = {2, 3};
+    item_spec_t imitems[] = {{"", "", "py_symmetry"}, {"42", "42", "py_symmetry"}};
+    payload_spec_t pl[] = {{img, 6, shape, 2}, {NULL, 0, NULL, 0}};
+    rep = score_round_pl(&h, 3, imitems, pl, 2, 20.0);
+    check_result(rep, 3, 0, sym_ref(img, 2, 3), 0, "python worker py_symmetry");
+    check_result(rep, 3, 1, 0.0f, 1, "python worker py_symmetry without a payload");
+    if (rep)
+        TU_CHECK(component(result_for(rep, 3, 0), "symmetry") == sym_ref(img, 2, 3),
+                 "python worker symmetry component");
+    wire_free(&rep);
     fh_error(&h, RLX__ERROR_CODE__ERROR_CODE_NOT_JOINED);
     TU_CHECK(join(&h, RLX__ROLE__ROLE_REWARD_WORKER, 11, "py_exact") == 11,
              "python worker: Hello after NOT_JOINED carries its id");
@@ -520,9 +780,11 @@ int main(void) {
         RLX_DIE("mkdtemp failed");
     signal(SIGPIPE, SIG_IGN);
     test_exec_unit();
+    test_exec_payload_unit();
     void *ctx = zmq_ctx_new();
     test_builtin(ctx);
     test_exec_process(ctx);
+    test_exec_image_process(ctx);
     test_python_worker(ctx);
     zmq_ctx_term(ctx);
     if (tu_failures == 0) {
