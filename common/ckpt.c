@@ -362,7 +362,8 @@ fail:
     return NULL;
 }
 
-ckpt_t *ckpt_read(const char *path, char *err, size_t errlen) {
+// A whole regular file's bytes (malloc'd, *size set); NULL with err.
+static unsigned char *read_file(const char *path, size_t *size, char *err, size_t errlen) {
     unsigned char *buf = NULL;
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -378,25 +379,40 @@ ckpt_t *ckpt_read(const char *path, char *err, size_t errlen) {
         set_err(err, errlen, "%s is not a regular file", path);
         goto fail;
     }
-    size_t size = (size_t)st.st_size;
-    buf = malloc(size ? size : 1);
+    *size = (size_t)st.st_size;
+    buf = malloc(*size ? *size : 1);
     if (!buf) {
-        set_err(err, errlen, "%s: out of memory reading %zu bytes", path, size);
+        set_err(err, errlen, "%s: out of memory reading %zu bytes", path, *size);
         goto fail;
     }
-    size_t got = fread(buf, 1, size, f);
-    if (got != size) {
-        set_err(err, errlen, "%s: read %zu of %zu bytes (%s)", path, got, size,
+    size_t got = fread(buf, 1, *size, f);
+    if (got != *size) {
+        set_err(err, errlen, "%s: read %zu of %zu bytes (%s)", path, got, *size,
                 ferror(f) ? strerror(errno) : "file shrank while reading");
         goto fail;
     }
     fclose(f);
-    return ckpt_from_bytes(buf, size, path, err, errlen);
+    return buf;
 
 fail:
     fclose(f);
     free(buf);
     return NULL;
+}
+
+ckpt_t *ckpt_read(const char *path, char *err, size_t errlen) {
+    size_t size = 0;
+    unsigned char *buf = read_file(path, &size, err, errlen);
+    return buf ? ckpt_from_bytes(buf, size, path, err, errlen) : NULL;
+}
+
+void *ckpt_take_file(const char *path, size_t *len, char *err, size_t errlen) {
+    size_t size = 0;
+    unsigned char *buf = read_file(path, &size, err, errlen);
+    unlink(path);
+    if (buf)
+        *len = size;
+    return buf;
 }
 
 ckpt_t *ckpt_parse(const void *bytes, size_t len, char *err, size_t errlen) {

@@ -50,25 +50,7 @@ void *gfn_ckpt_blob(const gfn_policy_t *p, const char *dir, size_t *len, char *e
     snprintf(path, sizeof path, "%s/.weights.%d", dir, (int)getpid());
     if (gfn_ckpt_save(p, path, 0, NULL, 0, err, errlen) != 0)
         return NULL;
-    FILE *f = fopen(path, "rb");
-    void *buf = NULL;
-    if (f) {
-        fseek(f, 0, SEEK_END);
-        long n = ftell(f);
-        fseek(f, 0, SEEK_SET);
-        buf = n > 0 ? malloc((size_t)n) : NULL;
-        if (buf && fread(buf, 1, (size_t)n, f) == (size_t)n) {
-            *len = (size_t)n;
-        } else {
-            free(buf);
-            buf = NULL;
-        }
-        fclose(f);
-    }
-    unlink(path);
-    if (!buf)
-        snprintf(err, errlen, "cannot read back %s", path);
-    return buf;
+    return ckpt_take_file(path, len, err, errlen);
 }
 
 int gfn_ckpt_describe(const ckpt_t *c, gfn_grid_t *g, gfn_policy_config_t *pc, char *err,

@@ -90,23 +90,5 @@ void *hub_diff_weights(const diff_t *d, const char *dir, size_t *len, char *err,
     view.net = &net;
     if (diff_save(&view, path, err, errlen) != 0)
         return NULL;
-    void *buf = NULL;
-    FILE *f = fopen(path, "rb");
-    if (f) {
-        fseek(f, 0, SEEK_END);
-        long n = ftell(f);
-        fseek(f, 0, SEEK_SET);
-        buf = n > 0 ? malloc((size_t)n) : NULL;
-        if (buf && fread(buf, 1, (size_t)n, f) == (size_t)n) {
-            *len = (size_t)n;
-        } else {
-            free(buf);
-            buf = NULL;
-        }
-        fclose(f);
-    }
-    unlink(path);
-    if (!buf)
-        snprintf(err, errlen, "cannot read back the weights written to %s", dir);
-    return buf;
+    return ckpt_take_file(path, len, err, errlen);
 }

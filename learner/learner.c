@@ -344,22 +344,9 @@ static void *weights_blob(const gpt_t *m, const char *dir, size_t *len) {
         fprintf(stderr, "rlx-learner: cannot serialise weights: %s\n", err);
         return NULL;
     }
-    FILE *f = fopen(path, "rb");
-    void *buf = NULL;
-    if (f) {
-        fseek(f, 0, SEEK_END);
-        long n = ftell(f);
-        fseek(f, 0, SEEK_SET);
-        buf = malloc((size_t)n);
-        if (buf && fread(buf, 1, (size_t)n, f) == (size_t)n) {
-            *len = (size_t)n;
-        } else {
-            free(buf);
-            buf = NULL;
-        }
-        fclose(f);
-    }
-    unlink(path);
+    void *buf = ckpt_take_file(path, len, err, sizeof err);
+    if (!buf)
+        fprintf(stderr, "rlx-learner: cannot serialise weights: %s\n", err);
     return buf;
 }
 
