@@ -66,14 +66,9 @@ static void diff_add(void *ctx, const Rlx__Envelope *env) {
             a->cnt->dropped_invalid++;
             continue;
         }
-        int64_t lag = a->step + 1 - (int64_t)t->policy_version; // weights after `step`
-        if (a->max_lag >= 0 && lag > a->max_lag) {
-            a->cnt->dropped_stale++;
+        if (!learner_admit_lag(a->cnt, a->step, t->policy_version, a->max_lag, &a->lag_sum,
+                               &a->lag_max))
             continue;
-        }
-        a->lag_sum += (double)(lag > 0 ? lag : 0);
-        if (lag > a->lag_max)
-            a->lag_max = (int)lag;
         int j = b->n++, S = b->S, D = b->D;
         memcpy(b->xs + (size_t)j * (S + 1) * D, x->states, (size_t)(S + 1) * D * sizeof(float));
         memcpy(b->blogpf + (size_t)j * S, x->logpf, (size_t)S * sizeof(float));

@@ -45,14 +45,9 @@ static void gflow_add(void *ctx, const Rlx__Envelope *env) {
             a->cnt->dropped_invalid++;
             continue;
         }
-        int64_t lag = a->step + 1 - (int64_t)t->policy_version; // weights after `step`
-        if (a->max_lag >= 0 && lag > a->max_lag) {
-            a->cnt->dropped_stale++;
+        if (!learner_admit_lag(a->cnt, a->step, t->policy_version, a->max_lag, &a->lag_sum,
+                               &a->lag_max))
             continue;
-        }
-        a->lag_sum += (double)(lag > 0 ? lag : 0);
-        if (lag > a->lag_max)
-            a->lag_max = (int)lag;
         a->reward[a->b->n] = t->reward;
         gfn_traj_append(a->g, x, logf(t->reward), a->b);
     }

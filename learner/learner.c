@@ -146,14 +146,8 @@ static void add_envelope(batch_t *b, const Rlx__Envelope *env, int ctx, int64_t 
             cnt->dropped_invalid++;
             continue;
         }
-        int64_t lag = step + 1 - (int64_t)t->policy_version; // weights after `step` = step+1
-        if (max_lag >= 0 && lag > max_lag) {
-            cnt->dropped_stale++;
+        if (!learner_admit_lag(cnt, step, t->policy_version, max_lag, lag_sum, lag_max))
             continue;
-        }
-        *lag_sum += (double)(lag > 0 ? lag : 0);
-        if (lag > *lag_max)
-            *lag_max = (int)lag;
         int pl = (int)x->n_prompt_tokens, rl = (int)x->n_response_tokens;
         batch_reserve(b, b->n + 1, b->ntok + pl + rl, b->nlp + rl);
         for (int j = 0; j < pl; j++)

@@ -104,3 +104,16 @@ void learner_write_summary(FILE *metrics, const learner_counts_t *cnt, const hub
            dinv, (unsigned long long)hc->dropped_score, dshut, (unsigned long long)in_flight);
     fflush(stdout);
 }
+
+int learner_admit_lag(learner_counts_t *cnt, int64_t step, uint64_t version, int max_lag,
+                      double *lag_sum, int *lag_max) {
+    int64_t lag = step + 1 - (int64_t)version;
+    if (max_lag >= 0 && lag > max_lag) {
+        cnt->dropped_stale++;
+        return 0;
+    }
+    *lag_sum += (double)(lag > 0 ? lag : 0);
+    if (lag > *lag_max)
+        *lag_max = (int)lag;
+    return 1;
+}

@@ -42,6 +42,12 @@ void learner_add_earlier_runs(hub_counters_t *k, const hub_counters_t *prev);
 // The hub's counters now (zero without a hub), earlier runs included.
 hub_counters_t learner_hub_totals(hub_t *hub, const hub_counters_t *prev);
 
+// Admits a trajectory sampled with policy `version` into a batch of learner step `step` (whose
+// weights are version step + 1): 1, with its lag added to *lag_sum and *lag_max; or 0, counted
+// in cnt->dropped_stale, when the lag exceeds max_lag (< 0: no limit).
+int learner_admit_lag(learner_counts_t *cnt, int64_t step, uint64_t version, int max_lag,
+                      double *lag_sum, int *lag_max);
+
 // Where rank 0's trajectories come from.
 typedef struct {
     hub_t *hub;            // live actors via the hub, or NULL
