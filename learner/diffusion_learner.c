@@ -665,11 +665,7 @@ int diffusion_learner_run(const learner_config_t *cin) {
 
     rc = 0;
     if (rank == 0) {
-        if (learner_stop_signal())
-            printf("rlx-learner: signal %d: checkpointing and stopping\n", learner_stop_signal());
-        hub_counters_t hc = {0};
-        hub_drain(hub, 5000, &hc);
-        learner_add_earlier_runs(&hc, &cnt.hub_prev);
+        hub_counters_t hc = learner_finish_hub(hub, &cnt);
         save_checkpoint(d, r, c->out, &cnt, &hc);
         learner_write_summary(metrics, &cnt, &hc, 1, rlx_now() - t0);
     }

@@ -341,11 +341,7 @@ int gflow_learner_run(const learner_config_t *c) {
 
     rc = 0;
     if (rank == 0) {
-        if (learner_stop_signal())
-            printf("rlx-learner: signal %d: checkpointing and stopping\n", learner_stop_signal());
-        hub_counters_t hc = {0};
-        hub_drain(hub, 5000, &hc);
-        learner_add_earlier_runs(&hc, &cnt.hub_prev);
+        hub_counters_t hc = learner_finish_hub(hub, &cnt);
         save_checkpoint(p, c->out, &cnt, &hc);
         write_eval(metrics, ev, p, &cnt, 1, rlx_now() - t0);
         learner_write_summary(metrics, &cnt, &hc, 1, rlx_now() - t0);

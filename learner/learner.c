@@ -625,13 +625,8 @@ int learner_run(const learner_config_t *c) {
 
     rc = 0;
     if (rank == 0) {
-        if (learner_stop_signal())
-            printf("rlx-learner: signal %d: checkpointing and stopping\n", learner_stop_signal());
         // Settle what is in flight first, so that the checkpoint's counters are final.
-        hub_counters_t hc = {0};
-        if (hub)
-            hub_drain(hub, 5000, &hc);
-        learner_add_earlier_runs(&hc, &cnt.hub_prev);
+        hub_counters_t hc = learner_finish_hub(hub, &cnt);
         save_checkpoint(m, c->out, &cnt, &hc);
         if (eval_sampler && !learner_stop_signal()) {
             last_eval = evaluate(m, eval_sampler, smax, &evalp, eval_scorer, c);

@@ -117,3 +117,13 @@ int learner_admit_lag(learner_counts_t *cnt, int64_t step, uint64_t version, int
         *lag_max = (int)lag;
     return 1;
 }
+
+hub_counters_t learner_finish_hub(hub_t *hub, const learner_counts_t *cnt) {
+    if (learner_stop_signal())
+        printf("rlx-learner: signal %d: checkpointing and stopping\n", learner_stop_signal());
+    hub_counters_t hc = {0};
+    if (hub)
+        hub_drain(hub, 5000, &hc);
+    learner_add_earlier_runs(&hc, &cnt->hub_prev);
+    return hc;
+}

@@ -42,6 +42,11 @@ void learner_add_earlier_runs(hub_counters_t *k, const hub_counters_t *prev);
 // The hub's counters now (zero without a hub), earlier runs included.
 hub_counters_t learner_hub_totals(hub_t *hub, const hub_counters_t *prev);
 
+// Rank 0 at the end of a run: says why it stops if a signal asked, settles what is in flight
+// (hub_drain; hub may be NULL for a replay) and returns the hub's counters with the earlier
+// runs' added: the final counters to checkpoint and summarise.
+hub_counters_t learner_finish_hub(hub_t *hub, const learner_counts_t *cnt);
+
 // Admits a trajectory sampled with policy `version` into a batch of learner step `step` (whose
 // weights are version step + 1): 1, with its lag added to *lag_sum and *lag_max; or 0, counted
 // in cnt->dropped_stale, when the lag exceeds max_lag (< 0: no limit).
