@@ -478,7 +478,8 @@ static void handle_chunk(actor_t *a, const Rlx__WeightChunk *c) {
     // over the assembled bytes, which the chunk checks already read once.
     uint32_t whole = 0;
     for (uint32_t i = 0; i < f->nchunks; i++) {
-        uint64_t len = i + 1 < f->nchunks ? f->chunk_bytes : f->total - (uint64_t)i * f->chunk_bytes;
+        uint64_t len =
+            i + 1 < f->nchunks ? f->chunk_bytes : f->total - (uint64_t)i * f->chunk_bytes;
         whole = (uint32_t)crc32_combine(whole, f->chunk_crc[i], (z_off_t)len);
     }
     if (whole != f->crc) {

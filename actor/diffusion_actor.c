@@ -7,20 +7,20 @@
 #include "diff_traj.h"
 
 struct diff_batch {
-    int n;                         // trajectories
-    int S;                         // steps per chain
-    uint32_t shape[4];             // sample shape
-    int nshape;                    // its entries
-    float *states;                 // (n, S+1, D) chains, per trajectory
-    float *logpf;                  // (n, S)
-    float *logpb;                  // (n, S)
-    uint32_t *ts;                  // (S+1) timesteps (shared by all)
-    Rlx__DiffusionTrajectory *dx;  // (n)
-    Rlx__Trajectory *tr;           // (n)
-    Rlx__Trajectory **trp;         // (n)
-    Rlx__TrajectoryId *ids;        // (n)
-    Rlx__TrajectoryBatch tb;       // the batch
-    Rlx__Envelope env;             // its envelope
+    int n;                        // trajectories
+    int S;                        // steps per chain
+    uint32_t shape[4];            // sample shape
+    int nshape;                   // its entries
+    float *states;                // (n, S+1, D) chains, per trajectory
+    float *logpf;                 // (n, S)
+    float *logpb;                 // (n, S)
+    uint32_t *ts;                 // (S+1) timesteps (shared by all)
+    Rlx__DiffusionTrajectory *dx; // (n)
+    Rlx__Trajectory *tr;          // (n)
+    Rlx__Trajectory **trp;        // (n)
+    Rlx__TrajectoryId *ids;       // (n)
+    Rlx__TrajectoryBatch tb;      // the batch
+    Rlx__Envelope env;            // its envelope
 };
 
 int diff_actor_install(diff_t **policy, const ckpt_t *ck, char *err, size_t errlen) {
@@ -99,8 +99,8 @@ diff_batch_t *diff_actor_sample(diff_t *d, const Rlx__WorkItem *it, uint32_t act
     float *lb = malloc((size_t)S * chunk * sizeof *lb);
     int *lab = malloc((size_t)chunk * sizeof *lab);
     int *ts = malloc((size_t)(S + 1) * sizeof *ts);
-    if (!g->states || !g->logpf || !g->logpb || !g->ts || !g->dx || !g->tr || !g->trp ||
-        !g->ids || !xs || !lf || !lb || !lab || !ts) {
+    if (!g->states || !g->logpf || !g->logpb || !g->ts || !g->dx || !g->tr || !g->trp || !g->ids ||
+        !xs || !lf || !lb || !lab || !ts) {
         free(xs), free(lf), free(lb), free(lab), free(ts);
         diff_batch_destroy(&g);
         *why = "out of memory";

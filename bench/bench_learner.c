@@ -43,24 +43,40 @@ static double sgemm_gflops(int n) {
 }
 
 int main(int argc, char **argv) {
-    gpt_config_t cfg = {.n_layer = 4, .n_embd = 128, .n_head = 4, .ctx_len = 64,
-                        .vocab = GPT_VOCAB};
+    gpt_config_t cfg = {
+        .n_layer = 4, .n_embd = 128, .n_head = 4, .ctx_len = 64, .vocab = GPT_VOCAB};
     int B = 16, steps = 20, threads = 1, warmup = 3;
     static const struct option opts[] = {
-        {"layers", 1, 0, 'L'}, {"dim", 1, 0, 'C'},   {"heads", 1, 0, 'H'},
-        {"ctx", 1, 0, 'T'},    {"batch", 1, 0, 'B'}, {"steps", 1, 0, 'S'},
-        {"threads", 1, 0, 't'}, {"warmup", 1, 0, 'w'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"layers", 1, 0, 'L'}, {"dim", 1, 0, 'C'},   {"heads", 1, 0, 'H'},   {"ctx", 1, 0, 'T'},
+        {"batch", 1, 0, 'B'},  {"steps", 1, 0, 'S'}, {"threads", 1, 0, 't'}, {"warmup", 1, 0, 'w'},
+        {"help", 0, 0, 'h'},   {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (ch) {
-        case 'L': cfg.n_layer = atoi(optarg); break;
-        case 'C': cfg.n_embd = atoi(optarg); break;
-        case 'H': cfg.n_head = atoi(optarg); break;
-        case 'T': cfg.ctx_len = atoi(optarg); break;
-        case 'B': B = atoi(optarg); break;
-        case 'S': steps = atoi(optarg); break;
-        case 't': threads = atoi(optarg); break;
-        case 'w': warmup = atoi(optarg); break;
+        case 'L':
+            cfg.n_layer = atoi(optarg);
+            break;
+        case 'C':
+            cfg.n_embd = atoi(optarg);
+            break;
+        case 'H':
+            cfg.n_head = atoi(optarg);
+            break;
+        case 'T':
+            cfg.ctx_len = atoi(optarg);
+            break;
+        case 'B':
+            B = atoi(optarg);
+            break;
+        case 'S':
+            steps = atoi(optarg);
+            break;
+        case 't':
+            threads = atoi(optarg);
+            break;
+        case 'w':
+            warmup = atoi(optarg);
+            break;
         default:
             fprintf(stderr, "usage: rlx-bench-learner [--layers 4] [--dim 128] [--heads 4] "
                             "[--ctx 64] [--batch 16] [--steps 20] [--threads 1] [--warmup 3]\n");
@@ -83,8 +99,8 @@ int main(int argc, char **argv) {
     const char *coretype = getenv("OPENBLAS_CORETYPE");
     printf("rlx-bench-learner: backend %s, threads %d, OPENBLAS_CORETYPE=%s\n", layers_backend(),
            threads, coretype ? coretype : "(unset)");
-    printf("model L=%d C=%d NH=%d T=%d V=%d: %zu parameters; batch %d\n", cfg.n_layer,
-           cfg.n_embd, cfg.n_head, T, cfg.vocab, m->ps.n, B);
+    printf("model L=%d C=%d NH=%d T=%d V=%d: %zu parameters; batch %d\n", cfg.n_layer, cfg.n_embd,
+           cfg.n_head, T, cfg.vocab, m->ps.n, B);
     double t_steps = 0, cpu_steps = 0, loss = 0;
     for (int s = 0; s < warmup + steps; s++) {
         for (int i = 0; i < B; i++) {

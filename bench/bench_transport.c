@@ -663,18 +663,19 @@ static double run_raw(const char *ep, long n, int size, double timeout_s, double
 // ---- main ---------------------------------------------------------------------------------------
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: rlx-bench-transport [--trajectories 200000] [--actors 2] [--workers 2]\n"
-               "         [--size 1024] [--transport tcp|ipc] [--port P] [--prompts-per-item N]\n"
-               "         [--k N] [--score-batch N] [--actor-credits 2] [--worker-credits 2]\n"
-               "         [--max-in-flight N] [--max-learner-queue N] [--take-max 256]\n"
-               "         [--repeat 3] [--timeout-s 120] [--mode both|ours|raw]\n"
-               "Trajectories/s through the real hub (fake actors, reward workers and learner\n"
-               "with no model) vs raw ZeroMQ PUSH/PULL messages/s of --size bytes; the last line\n"
-               "is `ratio_vs_raw R` (medians over --repeat runs). The defaults are a\n"
-               "throughput configuration: work items of 16 prompts x k 8 = 128 trajectories,\n"
-               "2048 in flight; an RL run's smaller items and limits (hub_defaults(): %d x %d,\n"
-               "%d in flight) bound its policy lag instead and cost more messages per\n"
-               "trajectory: --prompts-per-item %d --k %d --max-in-flight %d to measure them.\n",
+    fprintf(f,
+            "usage: rlx-bench-transport [--trajectories 200000] [--actors 2] [--workers 2]\n"
+            "         [--size 1024] [--transport tcp|ipc] [--port P] [--prompts-per-item N]\n"
+            "         [--k N] [--score-batch N] [--actor-credits 2] [--worker-credits 2]\n"
+            "         [--max-in-flight N] [--max-learner-queue N] [--take-max 256]\n"
+            "         [--repeat 3] [--timeout-s 120] [--mode both|ours|raw]\n"
+            "Trajectories/s through the real hub (fake actors, reward workers and learner\n"
+            "with no model) vs raw ZeroMQ PUSH/PULL messages/s of --size bytes; the last line\n"
+            "is `ratio_vs_raw R` (medians over --repeat runs). The defaults are a\n"
+            "throughput configuration: work items of 16 prompts x k 8 = 128 trajectories,\n"
+            "2048 in flight; an RL run's smaller items and limits (hub_defaults(): %d x %d,\n"
+            "%d in flight) bound its policy lag instead and cost more messages per\n"
+            "trajectory: --prompts-per-item %d --k %d --max-in-flight %d to measure them.\n",
             hub_defaults().prompts_per_item, hub_defaults().samples_per_prompt,
             hub_defaults().max_in_flight, hub_defaults().prompts_per_item,
             hub_defaults().samples_per_prompt, hub_defaults().max_in_flight);
@@ -807,8 +808,7 @@ int main(int argc, char **argv) {
            "%zu bytes per trajectory (%d response tokens), %d prompts x k %d per item, "
            "score batch %d, %d in flight, learner queue %d, %d run(s)\n",
            o.trajectories, o.actors, o.workers, o.transport, trajectory_bytes(resp_len), resp_len,
-           o.prompts_per_item, o.k, o.score_batch, o.max_in_flight, o.max_learner_queue,
-           o.repeat);
+           o.prompts_per_item, o.k, o.score_batch, o.max_in_flight, o.max_learner_queue, o.repeat);
     fflush(stdout);
 
     double *ours = calloc((size_t)o.repeat, sizeof *ours);

@@ -1197,8 +1197,8 @@ static void summary_show(launcher_t *L) {
     printf("\n");
     // The run's result in one line: the model before RL (first evaluation) and after it.
     json_object *v;
-    double sampled = json_object_object_get_ex(L->m.summary, "sampled", &v)
-                         ? json_object_get_double(v) : NAN;
+    double sampled =
+        json_object_object_get_ex(L->m.summary, "sampled", &v) ? json_object_get_double(v) : NAN;
     if (!isnan(L->m.eval_first))
         printf("result: eval accuracy %.4f before RL -> %.4f after; %.0f trajectories sampled; "
                "wall time %.1f s (all steps)\n",

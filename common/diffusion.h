@@ -99,8 +99,7 @@ int diff_save(const diff_t *d, const char *path, char *err, size_t errlen);
 diff_t *diff_load(const char *path, int max_batch, char *err, size_t errlen);
 // The same from a checkpoint already read (e.g. weights received over the wire; path only
 // names it in messages), and whether ck is a diffusion checkpoint at all.
-diff_t *diff_from_ckpt(const ckpt_t *ck, const char *path, int max_batch, char *err,
-                       size_t errlen);
+diff_t *diff_from_ckpt(const ckpt_t *ck, const char *path, int max_batch, char *err, size_t errlen);
 int diff_is_ckpt(const ckpt_t *ck);
 
 // abar_t for t in [0, T).

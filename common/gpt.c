@@ -45,8 +45,7 @@ static void param_sizes(const gpt_config_t *c, size_t s[GPT_NUM_PARAM_TENSORS]) 
 // residual stream's gradient is one running (B,T,C) buffer, residual3, that each layer adds
 // to in place; residual_backward would only copy it (encoded, attproj, residual2 and fcproj
 // get no buffer). Tensors needing no gradient are 0.
-static void act_sizes(const gpt_config_t *c, size_t B, size_t T, int grad,
-                      size_t s[GPT_NUM_ACTS]) {
+static void act_sizes(const gpt_config_t *c, size_t B, size_t T, int grad, size_t s[GPT_NUM_ACTS]) {
     size_t L = c->n_layer, C = c->n_embd, NH = c->n_head, V = c->vocab, BT = B * T;
     size_t Lg = grad ? 1 : L; // layers a tensor holds
     size_t i = 0;
@@ -141,8 +140,8 @@ gpt_t *gpt_new(const gpt_config_t *cfg, int max_batch, uint64_t seed) {
     size_t n = sum_sizes(ps, GPT_NUM_PARAM_TENSORS);
     size_t BT = (size_t)max_batch * cfg->ctx_len;
     size_t datt = (size_t)max_batch * cfg->n_head * cfg->ctx_len * cfg->ctx_len;
-    m->arena_floats = 4 * n + sum_sizes(cap, GPT_NUM_ACTS) + sum_sizes(capg, GPT_NUM_ACTS) +
-                      datt + 3 * BT;
+    m->arena_floats =
+        4 * n + sum_sizes(cap, GPT_NUM_ACTS) + sum_sizes(capg, GPT_NUM_ACTS) + datt + 3 * BT;
     m->arena = layers_alloc(m->arena_floats);
     if (!m->arena)
         RLX_DIE("out of memory: gpt arena of %zu floats (%.1f MiB); lower max_batch or ctx_len",
@@ -325,13 +324,13 @@ int gpt_save(const gpt_t *m, const char *path, const void *extra, size_t extra_l
 
 gpt_t *gpt_from_ckpt(const ckpt_t *ck, int max_batch, char *err, size_t errlen) {
     if (ckpt_kind(ck) != CKPT_KIND_GPT) {
-        snprintf(err, errlen, "checkpoint holds model kind %u, not a gpt (kind %d)",
-                 ckpt_kind(ck), CKPT_KIND_GPT);
+        snprintf(err, errlen, "checkpoint holds model kind %u, not a gpt (kind %d)", ckpt_kind(ck),
+                 CKPT_KIND_GPT);
         return NULL;
     }
     const int32_t *k = ckpt_config(ck);
-    gpt_config_t cfg = {.n_layer = k[0], .n_embd = k[1], .n_head = k[2], .ctx_len = k[3],
-                        .vocab = k[4]};
+    gpt_config_t cfg = {
+        .n_layer = k[0], .n_embd = k[1], .n_head = k[2], .ctx_len = k[3], .vocab = k[4]};
     const char *why = config_problem(&cfg);
     if (why) {
         snprintf(err, errlen, "checkpoint has an invalid gpt config: %s", why);

@@ -78,21 +78,21 @@ typedef struct {
 } gpt_acts_t;
 
 typedef struct gpt {
-    gpt_config_t cfg;   // architecture
-    int max_batch;      // activation capacity in sequences
-    paramset_t ps;      // parameters, gradients, AdamW state (contiguous)
-    gpt_params_t w;     // views into ps.w
-    gpt_params_t g;     // views into ps.g (same layout)
-    gpt_acts_t a;       // activations
-    gpt_acts_t da;      // activation gradients, one layer deep (gpt.c act_sizes); dlogits
+    gpt_config_t cfg;    // architecture
+    int max_batch;       // activation capacity in sequences
+    paramset_t ps;       // parameters, gradients, AdamW state (contiguous)
+    gpt_params_t w;      // views into ps.w
+    gpt_params_t g;      // views into ps.g (same layout)
+    gpt_acts_t a;        // activations
+    gpt_acts_t da;       // activation gradients, one layer deep (gpt.c act_sizes); dlogits
     float *datt_scratch; // (B, NH, T, T) attention backward scratch
-    int *tokens;        // (B, T) inputs of the last forward
-    int *targets;       // (B, T) targets of the last forward (-1 = none)
-    float *logp;        // (B, T) log p(target) of the last forward (0 where target < 0)
-    float *dlogp;       // (B, T) gradient on logp, filled by the caller before gpt_backward
-    float *mask;        // (B, T) scratch for gpt_mle_loss's effective mask
-    int B, T;           // shape of the last forward
-    float *arena;       // the one allocation everything above points into
+    int *tokens;         // (B, T) inputs of the last forward
+    int *targets;        // (B, T) targets of the last forward (-1 = none)
+    float *logp;         // (B, T) log p(target) of the last forward (0 where target < 0)
+    float *dlogp;        // (B, T) gradient on logp, filled by the caller before gpt_backward
+    float *mask;         // (B, T) scratch for gpt_mle_loss's effective mask
+    int B, T;            // shape of the last forward
+    float *arena;        // the one allocation everything above points into
     size_t arena_floats; // its size
 } gpt_t;
 
