@@ -4,6 +4,7 @@
 #define RLX_BYTETOK_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 // BOS followed by the bytes of text[0..len); writes at most cap tokens. Returns the number of
 // tokens the full encoding needs (may exceed cap: then the output is cut).
@@ -14,5 +15,7 @@ int bytetok_encode_prompt(const char *text, size_t len, int *out, int cap);
 // each becomes U+FFFD so a scorer sees that the response was not plain text. Returns the
 // text length, or -1 if a token is out of the vocabulary (negative or >= vocab).
 int bytetok_decode_response(const int *tokens, int n, int vocab, char *out, size_t cap);
+// The same for tokens as they come off the wire (TextTrajectory.response_tokens).
+int bytetok_decode_wire(const uint32_t *tokens, int n, int vocab, char *out, size_t cap);
 
 #endif

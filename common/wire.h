@@ -20,7 +20,7 @@
 
 #include "rlx.pb-c.h"
 
-#define WIRE_PROTOCOL_VERSION 1u
+#define WIRE_PROTOCOL_VERSION 2u
 // Default largest message accepted or sent: 16 MiB. Weights travel in chunks well below it
 // (WIRE_WEIGHT_CHUNK_BYTES); a batch of 1 KiB trajectories fits thousands.
 #define WIRE_DEFAULT_MAX_SIZE ((size_t)16 << 20)

@@ -3,7 +3,7 @@
 
 It shows everything a worker in any language needs (proto/rlx.proto is the contract):
   - one ZeroMQ DEALER socket to the hub; every message is ONE frame holding ONE Envelope,
-    with protocol_version = 1 stamped on it;
+    with protocol_version = 2 stamped on it;
   - join: Hello(role REWARD_WORKER, scorers, credits) -> Welcome(worker_id, heartbeat);
   - a Heartbeat every heartbeat_interval_ms when nothing else was sent; a hub silent for
     heartbeat_liveness intervals is presumed gone: new socket, Hello again with our id;
@@ -36,7 +36,7 @@ import time
 
 import zmq
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 SCORERS = "py_exact,py_symmetry"
 SYMMETRY = "py_symmetry"  # the served name that means the image scorer; others: exact match
 GENERATOR = "rlx-python-worker 2"  # part of the code cache key: bump when load_proto changes

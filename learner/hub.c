@@ -37,6 +37,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -112,12 +113,12 @@ typedef struct traj {
     Rlx__Trajectory *t;  // detached from the actor's batch; lives in its arena
     wire_arena_t *arena; // the actor's batch (wire arena): t's memory, held by reference
     Rlx__ScoreItem item; // what a reward worker gets; strings point into t, prompts, config
-    char *response_text; // decoded response; owned
     float *payload;      // GFlowNet: item.payload, the terminal state one-hot; owned
     uint32_t shape[2];   // GFlowNet: item.payload_shape [D, H]
     group_t *group;      // the group it belongs to
     int attempts;        // ScoreRequests it was sent in
     struct traj *next;   // score queue link
+    char response_text[]; // text kind: the decoded response, allocated with the struct
 } traj_t;
 
 // The k samples of one prompt of one work item.
@@ -423,7 +424,6 @@ static void traj_free(traj_t *t) {
     if (!t)
         return;
     wire_arena_release(&t->arena);
-    free(t->response_text);
     free(t->payload);
     free(t);
 }
@@ -1000,12 +1000,17 @@ static const char *check_traj(hub_loop_t *s, const Rlx__Trajectory *t, group_t *
         return "response length outside 1..max_new_tokens";
     if (x->n_logprobs != x->n_response_tokens)
         return "logprobs count differs from the response length";
+    // Branch-free scans (they vectorise): this runs for every token the hub relays.
+    uint32_t top = 0;
     for (size_t i = 0; i < x->n_response_tokens; i++)
-        if (x->response_tokens[i] >= GPT_VOCAB)
-            return "response token outside the vocabulary";
+        top = x->response_tokens[i] > top ? x->response_tokens[i] : top;
+    if (top >= GPT_VOCAB)
+        return "response token outside the vocabulary";
+    int bad = 0; // NaN fails both comparisons, so it counts as bad too
     for (size_t i = 0; i < x->n_logprobs; i++)
-        if (!isfinite(x->logprobs[i]) || x->logprobs[i] > LOGPROB_SLACK)
-            return "logprob not finite or > 0";
+        bad |= !(x->logprobs[i] >= -FLT_MAX && x->logprobs[i] <= LOGPROB_SLACK);
+    if (bad)
+        return "logprob not finite or > 0";
     return NULL;
 }
 
@@ -1033,21 +1038,14 @@ static int accept_gflow(hub_loop_t *s, Rlx__Trajectory *t, group_t *g) {
 static int accept_traj(hub_loop_t *s, Rlx__Trajectory *t, group_t *g) {
     if (s->c.gflow_ndim > 0 || s->c.diff_steps > 0)
         return accept_gflow(s, t, g);
-    traj_t *h = calloc(1, sizeof *h);
     const Rlx__TextTrajectory *x = t->text;
-    size_t cap = 3 * x->n_response_tokens + 1;
-    int *tok = malloc(x->n_response_tokens * sizeof *tok);
-    if (!h || !tok || !(h->response_text = malloc(cap))) {
-        free(tok);
-        if (h)
-            free(h->response_text);
-        free(h);
+    size_t cap = 3 * x->n_response_tokens + 1; // U+FFFD is the longest a token decodes to
+    traj_t *h = malloc(sizeof *h + cap);
+    if (!h)
         return -1;
-    }
-    for (size_t i = 0; i < x->n_response_tokens; i++)
-        tok[i] = (int)x->response_tokens[i];
-    bytetok_decode_response(tok, (int)x->n_response_tokens, GPT_VOCAB, h->response_text, cap);
-    free(tok);
+    memset(h, 0, sizeof *h);
+    bytetok_decode_wire(x->response_tokens, (int)x->n_response_tokens, GPT_VOCAB,
+                        h->response_text, cap);
     h->t = t;
     h->group = g;
     rlx__score_item__init(&h->item);
@@ -1215,7 +1213,11 @@ static void on_score_reply(hub_loop_t *s, worker_t *w, const Rlx__ScoreReply *rp
         const Rlx__ScoreResult *res = rp->results[k];
         if (!res->id)
             continue;
-        for (int j = 0; j < r->n; j++) {
+        // Replies normally keep the request's order: look at slot k first, then everywhere.
+        for (int jj = -1; jj < r->n; jj++) {
+            int j = jj < 0 ? (int)k : jj;
+            if (j >= r->n || (jj >= 0 && j == (int)k))
+                continue;
             traj_t *t = r->items[j];
             if (!t || t->t->id->actor_id != res->id->actor_id || t->t->id->seq != res->id->seq)
                 continue;

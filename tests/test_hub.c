@@ -683,13 +683,13 @@ static void test_bad_input(void) {
 
     // Refusals of the wire layer: each answered with an Error, counted.
     uint64_t wire_before = k.wire_errors;
-    send_raw(actor, "\x08\x01\xff\xff\xff garbage", 14);
+    send_raw(actor, "\x08\x02\xff\xff\xff garbage", 14);
     expect_error(actor, RLX__ERROR_CODE__ERROR_CODE_MALFORMED, "malformed bytes");
     Rlx__Heartbeat hb = RLX__HEARTBEAT__INIT;
     Rlx__Envelope env = RLX__ENVELOPE__INIT;
     env.body_case = RLX__ENVELOPE__BODY_HEARTBEAT;
     env.heartbeat = &hb;
-    env.protocol_version = 2;
+    env.protocol_version = WIRE_PROTOCOL_VERSION + 1;
     env.seq = 5;
     uint8_t *buf;
     size_t len;
@@ -698,7 +698,7 @@ static void test_bad_input(void) {
     free(buf);
     expect_error(actor, RLX__ERROR_CODE__ERROR_CODE_VERSION, "wrong version");
     Rlx__Envelope none = RLX__ENVELOPE__INIT;
-    none.protocol_version = 1;
+    none.protocol_version = WIRE_PROTOCOL_VERSION;
     none.seq = 6;
     wire_encode_raw(&none, &buf, &len);
     send_raw(actor, buf, len);

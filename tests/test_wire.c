@@ -549,17 +549,23 @@ static void test_refusals(void) {
     printf("truncation: %zu cuts of a %zu-byte trajectory batch refused\n", full_len, full_len);
     check_counts("truncation", w, expect);
 
-    // Wrong versions: a newer one, a newer one whose rest does not parse, and none at all.
-    env->protocol_version = 2;
+    // Wrong versions: an older one (version 1 encoded tokens differently), a newer one, a
+    // newer one whose rest does not parse, and none at all.
     uint8_t *buf;
     size_t len;
-    wire_encode_raw(env, &buf, &len);
-    TU_CHECK(wire_decode(w, buf, len, &out, &why) == WIRE_ERR_VERSION, "version 2 refused");
-    TU_CHECK(why.got_version == 2 && why.want_version == WIRE_PROTOCOL_VERSION,
-             "both versions reported (%u, %u)", why.got_version, why.want_version);
-    TU_CHECK(strstr(why.detail, "2") && strstr(why.detail, "1"), "detail: %s", why.detail);
-    expect[WIRE_ERR_VERSION]++;
-    free(buf);
+    for (uint32_t v = 1; v <= WIRE_PROTOCOL_VERSION + 1; v += WIRE_PROTOCOL_VERSION) {
+        env->protocol_version = v;
+        wire_encode_raw(env, &buf, &len);
+        TU_CHECK(wire_decode(w, buf, len, &out, &why) == WIRE_ERR_VERSION, "version %u refused",
+                 v);
+        TU_CHECK(why.got_version == v && why.want_version == WIRE_PROTOCOL_VERSION,
+                 "both versions reported (%u, %u)", why.got_version, why.want_version);
+        char vs[16];
+        snprintf(vs, sizeof vs, "%u", v);
+        TU_CHECK(strstr(why.detail, vs) && strstr(why.detail, "2"), "detail: %s", why.detail);
+        expect[WIRE_ERR_VERSION]++;
+        free(buf);
+    }
     uint8_t newer[] = {0x08, 0x07, 0xff, 0xff, 0xff}; // version 7, then nothing v1 can read
     TU_CHECK(wire_decode(w, newer, sizeof newer, &out, &why) == WIRE_ERR_VERSION &&
                  why.got_version == 7,
@@ -575,7 +581,7 @@ static void test_refusals(void) {
     check_counts("version", w, expect);
 
     // Unknown type: a body field number this build does not know, and no body at all.
-    uint8_t unknown[] = {0x08, 0x01, 0x10, 0x05, 0x9a, 0x06, 0x02, 'h', 'i'}; // field 99
+    uint8_t unknown[] = {0x08, 0x02, 0x10, 0x05, 0x9a, 0x06, 0x02, 'h', 'i'}; // field 99
     TU_CHECK(wire_decode(w, unknown, sizeof unknown, &out, &why) == WIRE_ERR_UNKNOWN_TYPE,
              "unknown field 99 refused as unknown type");
     TU_CHECK(why.seq == 5 && strstr(why.detail, "99"), "seq and field named: %s", why.detail);
@@ -805,19 +811,19 @@ static void test_zmq_loopback(void) {
     Rlx__Envelope hb = RLX__ENVELOPE__INIT;
     hb.body_case = RLX__ENVELOPE__BODY_HEARTBEAT;
     hb.heartbeat = &hb_body;
-    hb.protocol_version = 2;
+    hb.protocol_version = WIRE_PROTOCOL_VERSION + 1;
     hb.seq = 11;
     uint8_t *buf;
     size_t len;
     wire_encode_raw(&hb, &buf, &len);
     zmq_send(client, buf, len, 0);
     free(buf);
-    expect_error(w, client, RLX__ERROR_CODE__ERROR_CODE_VERSION, "version 2");
+    expect_error(w, client, RLX__ERROR_CODE__ERROR_CODE_VERSION, "a newer version");
 
     zmq_send(client, "", 0, 0);
     expect_error(w, client, RLX__ERROR_CODE__ERROR_CODE_VERSION, "empty frame");
 
-    uint8_t unknown[] = {0x08, 0x01, 0x10, 0x05, 0x9a, 0x06, 0x02, 'h', 'i'};
+    uint8_t unknown[] = {0x08, 0x02, 0x10, 0x05, 0x9a, 0x06, 0x02, 'h', 'i'};
     zmq_send(client, unknown, sizeof unknown, 0);
     Rlx__Envelope *err = expect_reply(w, client, RLX__ENVELOPE__BODY_ERROR, "unknown type");
     TU_CHECK(err && err->error->code == RLX__ERROR_CODE__ERROR_CODE_UNKNOWN_TYPE &&
