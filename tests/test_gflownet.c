@@ -7,6 +7,8 @@
 // Measurement mode (outside ctest): GFN_TRAIN="D,H,trajectories,loss,batch[,seed]" with loss
 // tb|db|subtb trains once and prints the exact L1 curve, e.g.
 //   GFN_TRAIN=4,8,32768,tb,16 build/test_gflownet
+// with optional overrides GFN_LR (1e-3), GFN_LOGZ_LR (0.1), GFN_GAIN (out_gain), GFN_BLOCKS
+// and GFN_EVAL_EVERY (2048 trajectories).
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -452,12 +454,14 @@ static train_result_t train(int D, int H, gfn_loss_kind_t kind, int batch, long 
     pc.state_flow = kind != GFN_LOSS_TB;
     if (getenv("GFN_GAIN"))
         pc.out_gain = (float)atof(getenv("GFN_GAIN"));
+    if (getenv("GFN_BLOCKS"))
+        pc.n_blocks = atoi(getenv("GFN_BLOCKS"));
     gfn_policy_t *p = gfn_policy_new(&g, &pc, batch, seed);
     gfn_batch_t *b = gfn_batch_new(&g, batch);
     gfn_evaluator_t *ev = gfn_evaluator_new(&g);
     adamw_config_t on = adamw_defaults(), oz = adamw_defaults();
-    on.lr = 1e-3f;
-    oz.lr = 0.1f;
+    on.lr = getenv("GFN_LR") ? (float)atof(getenv("GFN_LR")) : 1e-3f;
+    oz.lr = getenv("GFN_LOGZ_LR") ? (float)atof(getenv("GFN_LOGZ_LR")) : 0.1f;
     gfn_loss_config_t lc = {.kind = kind, .lambda = 0.9f};
     rng_t r;
     rng_seed2(&r, seed, 1);
