@@ -113,3 +113,12 @@ int bench_join(pthread_t t, double timeout_s) {
     pthread_detach(t);
     return -1;
 }
+
+void bench_process_name(char *out, size_t cap, const char *fallback) {
+    FILE *f = fopen("/proc/self/comm", "r");
+    if (!f || !fgets(out, (int)cap, f))
+        snprintf(out, cap, "%s", fallback);
+    if (f)
+        fclose(f);
+    out[strcspn(out, "\n")] = 0;
+}

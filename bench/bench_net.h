@@ -28,6 +28,10 @@ double bench_median(double *v, int n);
 // Threads that already ended are not counted.
 double bench_thread_cpu_s(const char *prefix);
 
+// This process's name (its main thread's comm, /proc/self/comm) into out; fallback if it
+// cannot be read. Threads created later inherit it, which the CPU accounting above relies on.
+void bench_process_name(char *out, size_t cap, const char *fallback);
+
 // Joins t, waiting at most timeout_s. 0 if joined; -1 if it did not end in time (it is then
 // detached and left running: the caller should exit soon).
 int bench_join(pthread_t t, double timeout_s);

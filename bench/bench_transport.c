@@ -794,12 +794,7 @@ int main(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    FILE *cf = fopen("/proc/self/comm", "r");
-    if (!cf || !fgets(hub_name, sizeof hub_name, cf))
-        snprintf(hub_name, sizeof hub_name, "rlx-bench-trans");
-    if (cf)
-        fclose(cf);
-    hub_name[strcspn(hub_name, "\n")] = 0;
+    bench_process_name(hub_name, sizeof hub_name, "rlx-bench-trans");
     char prompts[256];
     if (bench_write_prompts(prompts, sizeof prompts, 1000) != 0)
         return 1;

@@ -356,12 +356,7 @@ int main(int argc, char **argv) {
             usage(stderr);
             return 2;
         }
-    FILE *cf = fopen("/proc/self/comm", "r");
-    if (!cf || !fgets(hub_name, sizeof hub_name, cf))
-        snprintf(hub_name, sizeof hub_name, "rlx-bench-weigh");
-    if (cf)
-        fclose(cf);
-    hub_name[strcspn(hub_name, "\n")] = 0;
+    bench_process_name(hub_name, sizeof hub_name, "rlx-bench-weigh");
     char prompts[256];
     if (bench_write_prompts(prompts, sizeof prompts, 10) != 0)
         return 1;
