@@ -1,24 +1,22 @@
 // actor.c: the rlx actor's poll loop (see actor.h for what it does and expects of the hub).
 //
 // One thread, one DEALER socket, one loop: receive and handle whatever the hub sent (never
-// waiting more than a few tens of ms), run the timers (Hello retries, heartbeats, hub
-// liveness, weight-fetch window and timeouts, re-asking for work, the stats line), then
+// waiting more than a few tens of ms), run the timers (the session's Hello retries,
+// heartbeats and hub liveness in common/worker_link, shared with the reward worker; the
+// weight-fetch window and timeouts, re-asking for work, the stats line), then
 // sample one slice of at most cfg.batch sequences of the current work item. Weights may
 // change between slices; every trajectory carries the version that sampled it.
 #include "actor.h"
 
 #include <assert.h>
-#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <omp.h>
 #include <zlib.h>
-#include <zmq.h>
 
 #include "bytetok.h"
 #include "ckpt.h"
@@ -28,6 +26,7 @@
 #include "sampler.h"
 #include "util.h"
 #include "wire.h"
+#include "worker_link.h"
 
 #define ACTOR_LOG_ONCE_SLOTS 32
 // Largest weight blob accepted (a checkpoint of a few hundred million parameters).
@@ -78,23 +77,11 @@ typedef struct {
 
 struct actor {
     actor_config_t cfg;                    // configuration (strings copied below)
-    char *hub;                             // endpoint
     char *name;                            // name for logs
-    void *ctx;                             // ZeroMQ context (not owned)
-    void *sock;                            // DEALER socket to the hub (NULL before the first Hello)
-    wire_t *wire;                          // wire endpoint state of sock
+    wlink_t *link;                         // the session with the hub (socket, wire, liveness)
     actor_stats_t st;                      // counters
     unsigned logged[ACTOR_LOG_ONCE_SLOTS]; // log-once flags
-    // session
-    int joined;       // Welcome received on this socket
-    int hb_ms;        // heartbeat interval
-    int liveness;     // missed intervals before the hub is presumed gone
-    double last_recv; // time of the last message from the hub
-    double last_send; // time of the last message to the hub
-    double hello_due; // when to (re)send Hello while not joined
-    int backoff_ms;   // current Hello retry interval
-    double last_ask;  // time of the last WorkRequest
-    int hub_bye;      // the hub said Bye: leave
+    double last_ask;                       // time of the last WorkRequest
     // weights
     gpt_t *model;         // current policy (NULL before the first weights)
     sampler_t *sampler;   // sampler over model
@@ -137,8 +124,6 @@ static void logf_(actor_t *a, const char *fmt, ...) {
 }
 
 enum {
-    LOG_SEND,
-    LOG_RECV,
     LOG_BAD_CHUNK,
     LOG_STALE_CHUNK,
     LOG_BAD_BLOB,
@@ -152,14 +137,7 @@ enum {
 };
 
 static int send_env(actor_t *a, Rlx__Envelope *env) {
-    env->sender_id = a->st.worker_id;
-    wire_error_t why;
-    int rc = wire_send(a->wire, a->sock, NULL, env, &why);
-    if (rc == WIRE_OK)
-        a->last_send = rlx_now();
-    else
-        log_once(a, LOG_SEND, "cannot send %s: %s", wire_body_name(env->body_case), why.detail);
-    return rc;
+    return wlink_send(a->link, env);
 }
 
 static uint32_t free_credits(const actor_t *a) {
@@ -167,76 +145,51 @@ static uint32_t free_credits(const actor_t *a) {
     return held < a->cfg.credits ? (uint32_t)(a->cfg.credits - held) : 0;
 }
 
-// ---- session: join, heartbeats, reconnect --------------------------------------------------
+// ---- session (worker_link hooks) ------------------------------------------------------------
 
-static int open_socket(actor_t *a) {
-    if (a->sock) {
-        int linger = 0;
-        zmq_setsockopt(a->sock, ZMQ_LINGER, &linger, sizeof linger);
-        zmq_close(a->sock);
-    }
-    a->sock = zmq_socket(a->ctx, ZMQ_DEALER);
-    if (!a->sock) {
-        logf_(a, "zmq_socket: %s", zmq_strerror(errno));
-        return -1;
-    }
-    int linger = 0;
-    zmq_setsockopt(a->sock, ZMQ_LINGER, &linger, sizeof linger);
-    if (zmq_connect(a->sock, a->hub) != 0) {
-        logf_(a, "cannot connect to %s: %s (hint: --hub tcp://HOST:PORT)", a->hub,
-              zmq_strerror(errno));
-        return -1;
-    }
-    return 0;
+static void fill_hello(void *arg, Rlx__Hello *h) {
+    static Rlx__TrajectoryKind kinds[3] = {RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_TEXT,
+                                           RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_GFLOW,
+                                           RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_DIFFUSION};
+    actor_t *a = arg;
+    h->role = RLX__ROLE__ROLE_ACTOR;
+    h->agent = "rlx-actor 0.1";
+    h->n_trajectory_kinds = 3;
+    h->trajectory_kinds = kinds;
+    h->credits = (uint32_t)a->cfg.credits;
 }
 
-// Sends Hello on a fresh socket, so that Hellos never pile up in a queue to a hub that is
-// not there yet (each would become a separate worker once it appears).
-static int send_hello(actor_t *a) {
-    if (open_socket(a) != 0)
-        return -1;
-    Rlx__TrajectoryKind kinds[3] = {RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_TEXT,
-                                    RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_GFLOW,
-                                    RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_DIFFUSION};
-    Rlx__Hello h = RLX__HELLO__INIT;
-    h.role = RLX__ROLE__ROLE_ACTOR;
-    h.worker_id = a->st.worker_id;
-    h.name = a->name;
-    h.agent = "rlx-actor 0.1";
-    h.n_trajectory_kinds = 3;
-    h.trajectory_kinds = kinds;
-    h.credits = (uint32_t)a->cfg.credits;
-    h.pid = (uint32_t)getpid();
-    Rlx__Envelope env = RLX__ENVELOPE__INIT;
-    env.body_case = RLX__ENVELOPE__BODY_HELLO;
-    env.hello = &h;
-    a->st.hellos++;
-    a->joined = 0;
-    // Chunks asked for on the old socket will not come: ask again once joined.
+static void fill_heartbeat(void *arg, Rlx__Heartbeat *hb) {
+    actor_t *a = arg;
+    hb->credits = free_credits(a);
+    hb->in_flight = (uint32_t)(a->qlen + (a->job.env ? 1 : 0));
+    hb->policy_version = a->st.policy_version;
+}
+
+// Chunks asked for on the old socket will not come: ask again once joined.
+static void on_new_socket(void *arg) {
+    actor_t *a = arg;
     if (a->f.active) {
         for (uint32_t i = 0; i < a->f.nchunks; i++)
             if (a->f.state[i] == 1)
                 a->f.state[i] = 0;
         a->f.outstanding = 0;
     }
-    return send_env(a, &env);
 }
 
-static void send_heartbeat(actor_t *a) {
-    Rlx__Heartbeat hb = RLX__HEARTBEAT__INIT;
-    hb.worker_id = a->st.worker_id;
-    hb.credits = free_credits(a);
-    hb.in_flight = (uint32_t)(a->qlen + (a->job.env ? 1 : 0));
-    hb.policy_version = a->st.policy_version;
-    Rlx__Envelope env = RLX__ENVELOPE__INIT;
-    env.body_case = RLX__ENVELOPE__BODY_HEARTBEAT;
-    env.heartbeat = &hb;
-    send_env(a, &env);
+// Copies the session's counters into the actor's.
+static void sync_stats(actor_t *a) {
+    const wlink_stats_t *ls = wlink_stats(a->link);
+    a->st.hellos = ls->hellos;
+    a->st.reconnects = ls->reconnects;
+    a->st.hub_errors = ls->hub_errors;
+    a->st.wire_errors = ls->wire_errors;
+    a->st.worker_id = ls->worker_id;
 }
 
 static void send_work_request(actor_t *a) {
     uint32_t room = free_credits(a);
-    if (!a->joined || room == 0)
+    if (!wlink_joined(a->link) || room == 0)
         return;
     Rlx__WorkRequest wr = RLX__WORK_REQUEST__INIT;
     wr.credits = room;
@@ -246,21 +199,6 @@ static void send_work_request(actor_t *a) {
     env.work_request = &wr;
     if (send_env(a, &env) == WIRE_OK)
         a->last_ask = rlx_now();
-}
-
-static void send_bye(actor_t *a, const char *reason) {
-    if (!a->sock || a->st.worker_id == 0 || a->hub_bye) // nobody to say Bye to
-        return;
-    Rlx__Bye bye = RLX__BYE__INIT;
-    bye.worker_id = a->st.worker_id;
-    bye.reason = (char *)reason;
-    Rlx__Envelope env = RLX__ENVELOPE__INIT;
-    env.body_case = RLX__ENVELOPE__BODY_BYE;
-    env.bye = &bye;
-    send_env(a, &env);
-    // Give the Bye a moment to leave before the socket closes.
-    int linger = 1000;
-    zmq_setsockopt(a->sock, ZMQ_LINGER, &linger, sizeof linger);
 }
 
 static void send_error(actor_t *a, Rlx__ErrorCode code, const char *msg) {
@@ -305,7 +243,7 @@ static void consider_announce(actor_t *a, const Rlx__WeightAnnounce *w) {
         return;
     uint64_t need = w->chunk_bytes ? (w->total_bytes + w->chunk_bytes - 1) / w->chunk_bytes : 0;
     if (w->total_bytes == 0 || w->chunk_bytes == 0 || w->total_bytes > ACTOR_MAX_BLOB ||
-        need != w->num_chunks || w->chunk_bytes > wire_max_size(a->wire) ||
+        need != w->num_chunks || w->chunk_bytes > wire_max_size(wlink_wire(a->link)) ||
         w->n_model_config > CKPT_CONFIG_LEN) {
         a->st.blobs_bad++;
         log_once(a, LOG_BAD_ANNOUNCE,
@@ -346,7 +284,7 @@ static void consider_announce(actor_t *a, const Rlx__WeightAnnounce *w) {
 // is overdue.
 static void fetch_pump(actor_t *a, double now) {
     fetch_t *f = &a->f;
-    if (!f->active || !a->joined)
+    if (!f->active || !wlink_joined(a->link))
         return;
     for (uint32_t i = 0; i < f->nchunks; i++) {
         if (f->state[i] == 1 && now - f->asked_at[i] > a->cfg.fetch_timeout_ms * 1e-3) {
@@ -833,26 +771,11 @@ static int work_step(actor_t *a) {
 
 static void handle(actor_t *a, Rlx__Envelope *env) {
     switch (env->body_case) {
-    case RLX__ENVELOPE__BODY_WELCOME: {
-        const Rlx__Welcome *w = env->welcome;
-        if (a->st.worker_id && w->worker_id != a->st.worker_id)
-            logf_(a, "rejoined as worker %u (was %u)", w->worker_id, a->st.worker_id);
-        a->st.worker_id = w->worker_id;
-        if (w->heartbeat_interval_ms)
-            a->hb_ms = (int)w->heartbeat_interval_ms;
-        if (w->heartbeat_liveness)
-            a->liveness = (int)w->heartbeat_liveness;
-        if (!wire_run_id(a->wire)[0] && env->run_id && env->run_id[0])
-            wire_set_run_id(a->wire, env->run_id);
-        a->joined = 1;
-        a->backoff_ms = a->hb_ms;
-        logf_(a, "joined %s as worker %u (run \"%s\", heartbeat %d ms x %d, policy v%llu)", a->hub,
-              a->st.worker_id, wire_run_id(a->wire), a->hb_ms, a->liveness,
-              (unsigned long long)w->policy_version);
-        consider_announce(a, w->weights);
+    case RLX__ENVELOPE__BODY_WELCOME: // the link applied it
+        sync_stats(a);
+        consider_announce(a, env->welcome->weights);
         send_work_request(a);
         break;
-    }
     case RLX__ENVELOPE__BODY_WORK_ITEM:
         queue_push(a, env);
         return; // the queue owns env now
@@ -862,20 +785,9 @@ static void handle(actor_t *a, Rlx__Envelope *env) {
     case RLX__ENVELOPE__BODY_WEIGHT_CHUNK:
         handle_chunk(a, env->weight_chunk);
         break;
-    case RLX__ENVELOPE__BODY_HEARTBEAT:
-        break;
-    case RLX__ENVELOPE__BODY_BYE:
-        logf_(a, "hub said Bye (%s): leaving", env->bye->reason);
-        a->hub_bye = 1;
-        break;
-    case RLX__ENVELOPE__BODY_ERROR: {
+    case RLX__ENVELOPE__BODY_ERROR: { // NOT_JOINED never gets here: the link says Hello
         const Rlx__Error *e = env->error;
-        a->st.hub_errors++;
-        if (e->code == RLX__ERROR_CODE__ERROR_CODE_NOT_JOINED) {
-            logf_(a, "hub does not know us (%s): saying Hello again", e->message);
-            a->joined = 0;
-            a->hello_due = 0;
-        } else if (e->code == RLX__ERROR_CODE__ERROR_CODE_UNAVAILABLE && a->f.active) {
+        if (e->code == RLX__ERROR_CODE__ERROR_CODE_UNAVAILABLE && a->f.active) {
             logf_(a, "hub no longer holds weights v%llu (%s): waiting for a newer announce",
                   (unsigned long long)a->f.version, e->message);
             a->unavailable = a->f.version;
@@ -894,42 +806,21 @@ static void handle(actor_t *a, Rlx__Envelope *env) {
 
 // Receives everything pending (waiting up to timeout_ms for the first message).
 static void receive(actor_t *a, int timeout_ms) {
-    for (int n = 0; n < 1000; n++) {
-        Rlx__Envelope *env = NULL;
-        wire_error_t why;
-        int rc = wire_recv(a->wire, a->sock, n == 0 ? timeout_ms : 0, NULL, &env, &why);
-        if (rc == WIRE_ERR_TIMEOUT || rc == WIRE_ERR_INTERRUPTED)
-            return;
-        if (rc != WIRE_OK) {
-            a->st.wire_errors++; // wire logged it once
-            continue;
-        }
-        a->last_recv = rlx_now();
+    Rlx__Envelope *env;
+    for (int n = 0; n < 1000 && wlink_recv(a->link, n == 0 ? timeout_ms : 0, &env); n++)
         handle(a, env);
-    }
 }
 
-static void timers(actor_t *a, double now) {
-    if (!a->joined) {
-        if (now >= a->hello_due) {
-            send_hello(a);
-            a->hello_due = now + a->backoff_ms * 1e-3;
-            a->backoff_ms =
-                a->backoff_ms * 2 > ACTOR_MAX_BACKOFF_MS ? ACTOR_MAX_BACKOFF_MS : a->backoff_ms * 2;
-            a->last_recv = now;
-        }
-    } else {
-        if (now - a->last_recv > a->hb_ms * 1e-3 * a->liveness) {
-            logf_(a, "hub silent for %.1f s: reconnecting", now - a->last_recv);
-            a->st.reconnects++;
-            a->joined = 0;
-            a->hello_due = now;
-            return;
-        }
-        if (now - a->last_send >= a->hb_ms * 1e-3)
-            send_heartbeat(a);
+// Timers beyond the session's: the weight fetch, re-asking for work, the stats line.
+// -1 if no socket could be opened.
+static int timers(actor_t *a, double now) {
+    if (wlink_tick(a->link, now) != 0)
+        return -1;
+    sync_stats(a);
+    if (wlink_joined(a->link)) {
         fetch_pump(a, now);
-        if (free_credits(a) > 0 && now - a->last_ask > a->hb_ms * 1e-3 * a->liveness)
+        double patience = wlink_heartbeat_ms(a->link) * 1e-3 * wlink_liveness(a->link);
+        if (free_credits(a) > 0 && now - a->last_ask > patience)
             send_work_request(a);
     }
     if (a->cfg.stats_interval_ms > 0 && now >= a->stats_due) {
@@ -942,6 +833,7 @@ static void timers(actor_t *a, double now) {
         a->stats_tok0 = a->st.tokens;
         a->stats_due = now + a->cfg.stats_interval_ms * 1e-3;
     }
+    return 0;
 }
 
 // ---- public ---------------------------------------------------------------------------------
@@ -970,15 +862,19 @@ actor_t *actor_new(const actor_config_t *c, void *zmq_ctx) {
     }
     actor_t *a = rlx_xcalloc(1, sizeof *a, "actor");
     a->cfg = *c;
-    a->hub = strdup(c->hub);
     a->name = strdup(c->name ? c->name : "actor");
-    a->ctx = zmq_ctx;
-    a->wire = wire_new(a->name, 0, c->run_id);
-    if (!a->hub || !a->name || !a->wire)
+    if (!a->name)
         RLX_DIE("out of memory");
-    a->hb_ms = c->heartbeat_ms;
-    a->liveness = c->liveness;
-    a->backoff_ms = c->heartbeat_ms;
+    wlink_config_t lc = {.hub = c->hub,
+                         .name = a->name,
+                         .log_tag = "actor",
+                         .run_id = c->run_id,
+                         .heartbeat_ms = c->heartbeat_ms,
+                         .liveness = c->liveness,
+                         .max_backoff_ms = ACTOR_MAX_BACKOFF_MS};
+    wlink_hooks_t hooks = {
+        .fill_hello = fill_hello, .fill_heartbeat = fill_heartbeat, .on_new_socket = on_new_socket};
+    a->link = wlink_new(&lc, &hooks, a, zmq_ctx);
     if (c->threads > 0)
         omp_set_num_threads(c->threads);
     if (c->model_path) {
@@ -998,25 +894,29 @@ int actor_run(actor_t *a, volatile sig_atomic_t *stop) {
     double now = rlx_now();
     a->stats_t0 = now;
     a->stats_due = now + a->cfg.stats_interval_ms * 1e-3;
-    a->hello_due = now;
-    while (!*stop && !a->hub_bye) {
+    int rc = 0;
+    while (!*stop && !wlink_hub_left(a->link)) {
         if (a->cfg.max_items > 0 && (long)(a->st.items + a->st.items_refused) >= a->cfg.max_items)
             break;
         int busy = a->job.env || can_start(a);
-        if (a->sock)
-            receive(a, busy ? 0 : 20);
+        receive(a, busy ? 0 : 20);
         if (*stop)
             break;
-        timers(a, rlx_now());
-        if (!a->sock)
-            return 1; // could not even open a socket
-        if (a->joined)
+        if (timers(a, rlx_now()) != 0) {
+            rc = 1; // could not even open a socket
+            break;
+        }
+        if (wlink_joined(a->link))
             work_step(a);
     }
-    send_bye(a, *stop ? "signal" : a->hub_bye ? "hub left" : "max items done");
+    sync_stats(a);
+    if (rc == 0)
+        wlink_bye(a->link, *stop                     ? "signal"
+                           : wlink_hub_left(a->link) ? "hub left"
+                                                     : "max items done");
     logf_(a, "leaving: items %llu trajectories %llu version %llu", (unsigned long long)a->st.items,
           (unsigned long long)a->st.trajectories, (unsigned long long)a->st.policy_version);
-    return 0;
+    return rc;
 }
 
 const actor_stats_t *actor_stats(const actor_t *a) {
@@ -1036,10 +936,7 @@ void actor_destroy(actor_t **self_p) {
     gpt_destroy(&a->model);
     gfn_policy_destroy(&a->gfn);
     diff_destroy(&a->diff);
-    if (a->sock)
-        zmq_close(a->sock);
-    wire_destroy(&a->wire);
-    free(a->hub);
+    wlink_destroy(&a->link);
     free(a->name);
     free(a);
     *self_p = NULL;

@@ -1,25 +1,22 @@
 // reward.c: the reward worker's poll loop (see reward.h). One thread, one DEALER socket:
 // receive (queueing ScoreRequests), run the timers (Hello retries, heartbeats, hub
-// liveness, stats line), then score and answer one queued request. The session logic
-// (fresh socket per Hello, liveness, backoff) is the actor's (actor.c), kept separate so the
-// two executables stay independent.
+// liveness, stats line), then score and answer one queued request. The session itself
+// (Hello, Welcome, heartbeats, reconnects, Bye) is common/worker_link, shared with the actor.
 #include "reward.h"
 
 #include <assert.h>
-#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include <zmq.h>
 
 #include "exec_scorer.h"
 #include "image_scorers.h"
 #include "scorers.h"
 #include "util.h"
 #include "wire.h"
+#include "worker_link.h"
 
 #define REWARD_LOG_ONCE_SLOTS 16
 
@@ -33,25 +30,15 @@ struct reward {
     int builtin[REWARD_MAX_SCORERS];        // scorer_find id of each name (built-in mode)
     imgscore_t *img[REWARD_MAX_SCORERS];    // image scorer of each name, or NULL (owned)
     exec_scorer_t *exec;                    // external scorer (NULL = built-ins)
-    void *ctx;                              // ZeroMQ context (not owned)
-    void *sock;                             // DEALER socket to the hub
-    wire_t *wire;                           // wire endpoint state of sock
+    wlink_t *link;                          // the session with the hub
     reward_stats_t st;                      // counters
     unsigned logged[REWARD_LOG_ONCE_SLOTS]; // log-once flags
-    int joined;                             // Welcome received on this socket
-    int hb_ms;                              // heartbeat interval
-    int liveness;                           // missed intervals before the hub is presumed gone
-    double last_recv;                       // time of the last message from the hub
-    double last_send;                       // time of the last message to the hub
-    double hello_due;                       // when to (re)send Hello while not joined
-    int backoff_ms;                         // current Hello retry interval
-    int hub_bye;                            // the hub said Bye
     Rlx__Envelope **queue;                  // (qcap) ScoreRequests not yet answered, FIFO
     int qlen, qcap;                         // used, capacity
     double stats_due;                       // next stats line
 };
 
-enum { LOG_SEND, LOG_UNKNOWN_SCORER, LOG_UNEXPECTED, LOG_HUB_ERROR, LOG_QUEUE, LOG_EXEC };
+enum { LOG_UNKNOWN_SCORER, LOG_UNEXPECTED, LOG_HUB_ERROR, LOG_QUEUE, LOG_EXEC };
 
 static void log_once(reward_t *r, int slot, const char *fmt, ...) {
     assert(slot >= 0 && slot < REWARD_LOG_ONCE_SLOTS);
@@ -74,95 +61,32 @@ static void logf_(reward_t *r, const char *fmt, ...) {
     va_end(ap);
 }
 
-static int send_env(reward_t *r, Rlx__Envelope *env) {
-    env->sender_id = r->st.worker_id;
-    wire_error_t why;
-    int rc = wire_send(r->wire, r->sock, NULL, env, &why);
-    if (rc == WIRE_OK)
-        r->last_send = rlx_now();
-    else
-        log_once(r, LOG_SEND, "cannot send %s: %s", wire_body_name(env->body_case), why.detail);
-    return rc;
+// ---- session (worker_link hooks) --------------------------------------------------------------
+
+static void fill_hello(void *arg, Rlx__Hello *h) {
+    static Rlx__TrajectoryKind kinds[3] = {RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_TEXT,
+                                           RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_GFLOW,
+                                           RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_DIFFUSION};
+    reward_t *r = arg;
+    h->role = RLX__ROLE__ROLE_REWARD_WORKER;
+    h->agent = "rlx-reward 0.1";
+    h->n_scorers = (size_t)r->nnames;
+    h->scorers = r->names;
+    h->n_trajectory_kinds = 3;
+    h->trajectory_kinds = kinds;
+    h->credits = (uint32_t)r->cfg.credits;
 }
 
-// ---- session --------------------------------------------------------------------------------
-
-static int open_socket(reward_t *r) {
-    int linger = 0;
-    if (r->sock) {
-        zmq_setsockopt(r->sock, ZMQ_LINGER, &linger, sizeof linger);
-        zmq_close(r->sock);
-    }
-    r->sock = zmq_socket(r->ctx, ZMQ_DEALER);
-    if (!r->sock) {
-        logf_(r, "zmq_socket: %s", zmq_strerror(errno));
-        return -1;
-    }
-    zmq_setsockopt(r->sock, ZMQ_LINGER, &linger, sizeof linger);
-    if (zmq_connect(r->sock, r->hub) != 0) {
-        logf_(r, "cannot connect to %s: %s (hint: --hub tcp://HOST:PORT)", r->hub,
-              zmq_strerror(errno));
-        return -1;
-    }
-    return 0;
-}
-
-// Hello on a fresh socket: queued Hellos to an absent hub would each become a worker.
-static void send_hello(reward_t *r) {
-    if (open_socket(r) != 0)
-        return;
-    Rlx__TrajectoryKind kinds[3] = {RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_TEXT,
-                                    RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_GFLOW,
-                                    RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_DIFFUSION};
-    Rlx__Hello h = RLX__HELLO__INIT;
-    h.role = RLX__ROLE__ROLE_REWARD_WORKER;
-    h.worker_id = r->st.worker_id;
-    h.name = r->name;
-    h.agent = "rlx-reward 0.1";
-    h.n_scorers = (size_t)r->nnames;
-    h.scorers = r->names;
-    h.n_trajectory_kinds = 3;
-    h.trajectory_kinds = kinds;
-    h.credits = (uint32_t)r->cfg.credits;
-    h.pid = (uint32_t)getpid();
-    Rlx__Envelope env = RLX__ENVELOPE__INIT;
-    env.body_case = RLX__ENVELOPE__BODY_HELLO;
-    env.hello = &h;
-    r->st.hellos++;
-    r->joined = 0;
-    send_env(r, &env);
-}
-
-static void send_heartbeat(reward_t *r) {
-    Rlx__Heartbeat hb = RLX__HEARTBEAT__INIT;
-    hb.worker_id = r->st.worker_id;
-    hb.credits = r->qlen < r->cfg.credits ? (uint32_t)(r->cfg.credits - r->qlen) : 0;
-    hb.in_flight = (uint32_t)r->qlen;
-    Rlx__Envelope env = RLX__ENVELOPE__INIT;
-    env.body_case = RLX__ENVELOPE__BODY_HEARTBEAT;
-    env.heartbeat = &hb;
-    send_env(r, &env);
+static void fill_heartbeat(void *arg, Rlx__Heartbeat *hb) {
+    reward_t *r = arg;
+    hb->credits = r->qlen < r->cfg.credits ? (uint32_t)(r->cfg.credits - r->qlen) : 0;
+    hb->in_flight = (uint32_t)r->qlen;
 }
 
 // While an external scorer is slow: keep the hub from presuming us dead.
 static void exec_tick(void *arg) {
     reward_t *r = arg;
-    if (r->joined && rlx_now() - r->last_send >= r->hb_ms * 1e-3)
-        send_heartbeat(r);
-}
-
-static void send_bye(reward_t *r, const char *reason) {
-    if (!r->sock || r->st.worker_id == 0 || r->hub_bye) // nobody to say Bye to
-        return;
-    Rlx__Bye bye = RLX__BYE__INIT;
-    bye.worker_id = r->st.worker_id;
-    bye.reason = (char *)reason;
-    Rlx__Envelope env = RLX__ENVELOPE__INIT;
-    env.body_case = RLX__ENVELOPE__BODY_BYE;
-    env.bye = &bye;
-    send_env(r, &env);
-    int linger = 1000;
-    zmq_setsockopt(r->sock, ZMQ_LINGER, &linger, sizeof linger);
+    wlink_heartbeat_if_due(r->link, rlx_now());
 }
 
 // ---- scoring --------------------------------------------------------------------------------
@@ -314,7 +238,7 @@ static void answer(reward_t *r, const Rlx__ScoreRequest *req) {
     Rlx__Envelope env = RLX__ENVELOPE__INIT;
     env.body_case = RLX__ENVELOPE__BODY_SCORE_REPLY;
     env.score_reply = &rep;
-    send_env(r, &env);
+    wlink_send(r->link, &env);
     r->st.requests++;
 cleanup:
     free(res);
@@ -331,21 +255,8 @@ cleanup:
 
 static void handle(reward_t *r, Rlx__Envelope *env) {
     switch (env->body_case) {
-    case RLX__ENVELOPE__BODY_WELCOME: {
-        const Rlx__Welcome *w = env->welcome;
-        r->st.worker_id = w->worker_id;
-        if (w->heartbeat_interval_ms)
-            r->hb_ms = (int)w->heartbeat_interval_ms;
-        if (w->heartbeat_liveness)
-            r->liveness = (int)w->heartbeat_liveness;
-        if (!wire_run_id(r->wire)[0] && env->run_id && env->run_id[0])
-            wire_set_run_id(r->wire, env->run_id);
-        r->joined = 1;
-        r->backoff_ms = r->hb_ms;
-        logf_(r, "joined %s as worker %u (run \"%s\", heartbeat %d ms x %d)", r->hub,
-              r->st.worker_id, wire_run_id(r->wire), r->hb_ms, r->liveness);
-        break;
-    }
+    case RLX__ENVELOPE__BODY_WELCOME:
+        break; // the link applied it
     case RLX__ENVELOPE__BODY_SCORE_REQUEST:
         if (r->qlen == r->qcap) {
             int cap = r->qcap ? 2 * r->qcap : 4;
@@ -359,24 +270,10 @@ static void handle(reward_t *r, Rlx__Envelope *env) {
         }
         r->queue[r->qlen++] = env;
         return; // the queue owns env
-    case RLX__ENVELOPE__BODY_HEARTBEAT:
+    case RLX__ENVELOPE__BODY_ERROR:
+        log_once(r, LOG_HUB_ERROR, "hub error %d: %s", (int)env->error->code,
+                 env->error->message);
         break;
-    case RLX__ENVELOPE__BODY_BYE:
-        logf_(r, "hub said Bye (%s): leaving", env->bye->reason);
-        r->hub_bye = 1;
-        break;
-    case RLX__ENVELOPE__BODY_ERROR: {
-        const Rlx__Error *e = env->error;
-        r->st.hub_errors++;
-        if (e->code == RLX__ERROR_CODE__ERROR_CODE_NOT_JOINED) {
-            logf_(r, "hub does not know us (%s): saying Hello again", e->message);
-            r->joined = 0;
-            r->hello_due = 0;
-        } else {
-            log_once(r, LOG_HUB_ERROR, "hub error %d: %s", (int)e->code, e->message);
-        }
-        break;
-    }
     default:
         log_once(r, LOG_UNEXPECTED, "ignored a %s from the hub", wire_body_name(env->body_case));
         break;
@@ -384,56 +281,30 @@ static void handle(reward_t *r, Rlx__Envelope *env) {
     wire_free(&env);
 }
 
-static void receive(reward_t *r, int timeout_ms) {
-    for (int n = 0; n < 1000; n++) {
-        Rlx__Envelope *env = NULL;
-        wire_error_t why;
-        int rc = wire_recv(r->wire, r->sock, n == 0 ? timeout_ms : 0, NULL, &env, &why);
-        if (rc == WIRE_ERR_TIMEOUT || rc == WIRE_ERR_INTERRUPTED)
-            return;
-        if (rc != WIRE_OK) {
-            r->st.wire_errors++;
-            continue;
-        }
-        r->last_recv = rlx_now();
-        handle(r, env);
-    }
+// Copies the link's counters into the worker's.
+static void sync_stats(reward_t *r) {
+    const wlink_stats_t *ls = wlink_stats(r->link);
+    r->st.hellos = ls->hellos;
+    r->st.reconnects = ls->reconnects;
+    r->st.hub_errors = ls->hub_errors;
+    r->st.wire_errors = ls->wire_errors;
+    r->st.worker_id = ls->worker_id;
 }
 
-static void timers(reward_t *r, double now) {
-    if (!r->joined) {
-        if (now >= r->hello_due) {
-            send_hello(r);
-            r->hello_due = now + r->backoff_ms * 1e-3;
-            r->backoff_ms = r->backoff_ms * 2 > REWARD_MAX_BACKOFF_MS ? REWARD_MAX_BACKOFF_MS
-                                                                      : r->backoff_ms * 2;
-            r->last_recv = now;
-        }
-    } else {
-        if (now - r->last_recv > r->hb_ms * 1e-3 * r->liveness) {
-            logf_(r, "hub silent for %.1f s: reconnecting", now - r->last_recv);
-            r->st.reconnects++;
-            r->joined = 0;
-            r->hello_due = now;
-            return;
-        }
-        if (now - r->last_send >= r->hb_ms * 1e-3)
-            send_heartbeat(r);
-    }
-    if (r->cfg.stats_interval_ms > 0 && now >= r->stats_due) {
-        const exec_scorer_stats_t *x = r->exec ? exec_scorer_stats(r->exec) : NULL;
-        fprintf(stderr, "reward %s: requests %llu items %llu errors %llu", r->name,
-                (unsigned long long)r->st.requests, (unsigned long long)r->st.items,
-                (unsigned long long)r->st.item_errors);
-        if (x)
-            fprintf(stderr,
-                    " exec: starts %llu timeouts %llu crashes %llu garbage %llu oversized %llu",
-                    (unsigned long long)x->starts, (unsigned long long)x->timeouts,
-                    (unsigned long long)x->crashes, (unsigned long long)x->garbage,
-                    (unsigned long long)x->oversized);
-        fprintf(stderr, "\n");
-        r->stats_due = now + r->cfg.stats_interval_ms * 1e-3;
-    }
+static void stats_line(reward_t *r, double now) {
+    if (r->cfg.stats_interval_ms <= 0 || now < r->stats_due)
+        return;
+    const exec_scorer_stats_t *x = r->exec ? exec_scorer_stats(r->exec) : NULL;
+    fprintf(stderr, "reward %s: requests %llu items %llu errors %llu", r->name,
+            (unsigned long long)r->st.requests, (unsigned long long)r->st.items,
+            (unsigned long long)r->st.item_errors);
+    if (x)
+        fprintf(stderr, " exec: starts %llu timeouts %llu crashes %llu garbage %llu oversized %llu",
+                (unsigned long long)x->starts, (unsigned long long)x->timeouts,
+                (unsigned long long)x->crashes, (unsigned long long)x->garbage,
+                (unsigned long long)x->oversized);
+    fprintf(stderr, "\n");
+    r->stats_due = now + r->cfg.stats_interval_ms * 1e-3;
 }
 
 // ---- public ---------------------------------------------------------------------------------
@@ -461,8 +332,7 @@ reward_t *reward_new(const reward_config_t *c, void *zmq_ctx) {
     r->name = strdup(c->name ? c->name : "reward");
     const char *list = c->scorers ? c->scorers : c->exec_cmd ? "exec" : scorer_list();
     r->names_buf = strdup(list);
-    r->wire = wire_new(r->name, 0, c->run_id);
-    if (!r->hub || !r->name || !r->names_buf || !r->wire)
+    if (!r->hub || !r->name || !r->names_buf)
         RLX_DIE("out of memory");
     char *save = NULL;
     for (char *t = strtok_r(r->names_buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
@@ -502,10 +372,15 @@ reward_t *reward_new(const reward_config_t *c, void *zmq_ctx) {
             RLX_DIE("out of memory");
         exec_scorer_set_tick(r->exec, exec_tick, r);
     }
-    r->ctx = zmq_ctx;
-    r->hb_ms = c->heartbeat_ms;
-    r->liveness = c->liveness;
-    r->backoff_ms = c->heartbeat_ms;
+    wlink_config_t lc = {.hub = c->hub,
+                         .name = r->name,
+                         .log_tag = "reward",
+                         .run_id = c->run_id,
+                         .heartbeat_ms = c->heartbeat_ms,
+                         .liveness = c->liveness,
+                         .max_backoff_ms = REWARD_MAX_BACKOFF_MS};
+    wlink_hooks_t hooks = {.fill_hello = fill_hello, .fill_heartbeat = fill_heartbeat};
+    r->link = wlink_new(&lc, &hooks, r, zmq_ctx);
     return r;
 fail:
     reward_destroy(&r);
@@ -513,31 +388,38 @@ fail:
 }
 
 int reward_run(reward_t *r, volatile sig_atomic_t *stop) {
-    double now = rlx_now();
-    r->hello_due = now;
-    r->stats_due = now + r->cfg.stats_interval_ms * 1e-3;
-    while (!*stop && !r->hub_bye) {
+    r->stats_due = rlx_now() + r->cfg.stats_interval_ms * 1e-3;
+    int rc = 0;
+    while (!*stop && !wlink_hub_left(r->link)) {
         if (r->cfg.max_requests > 0 && (long)r->st.requests >= r->cfg.max_requests)
             break;
-        if (r->sock)
-            receive(r, r->qlen == 0 ? 20 : 0);
+        Rlx__Envelope *env;
+        for (int n = 0; n < 1000 && wlink_recv(r->link, n == 0 && r->qlen == 0 ? 20 : 0, &env);
+             n++)
+            handle(r, env);
         if (*stop)
             break;
-        timers(r, rlx_now());
-        if (!r->sock)
-            return 1;
-        if (r->qlen > 0 && r->joined) {
-            Rlx__Envelope *env = r->queue[0];
+        double now = rlx_now();
+        if (wlink_tick(r->link, now) != 0) {
+            rc = 1; // could not even open a socket
+            break;
+        }
+        sync_stats(r);
+        stats_line(r, now);
+        if (r->qlen > 0 && wlink_joined(r->link)) {
+            env = r->queue[0];
             memmove(r->queue, r->queue + 1, (size_t)(r->qlen - 1) * sizeof *r->queue);
             r->qlen--;
             answer(r, env->score_request);
             wire_free(&env);
         }
     }
-    send_bye(r, *stop ? "signal" : r->hub_bye ? "hub left" : "max requests done");
+    sync_stats(r);
+    if (rc == 0)
+        wlink_bye(r->link, *stop ? "signal" : wlink_hub_left(r->link) ? "hub left" : "max requests done");
     logf_(r, "leaving: requests %llu items %llu errors %llu", (unsigned long long)r->st.requests,
           (unsigned long long)r->st.items, (unsigned long long)r->st.item_errors);
-    return 0;
+    return rc;
 }
 
 const reward_stats_t *reward_stats(const reward_t *r) {
@@ -554,9 +436,7 @@ void reward_destroy(reward_t **self_p) {
     exec_scorer_destroy(&r->exec);
     for (int i = 0; i < REWARD_MAX_SCORERS; i++)
         imgscore_destroy(&r->img[i]);
-    if (r->sock)
-        zmq_close(r->sock);
-    wire_destroy(&r->wire);
+    wlink_destroy(&r->link);
     free(r->names_buf);
     free(r->hub);
     free(r->name);
