@@ -408,6 +408,8 @@ void exec_scorer_score(exec_scorer_t *s, const exec_item_t *items, int n, exec_r
         char *nl;
         while (next < m && s->rlen > 0 && (nl = memchr(s->rbuf, '\n', s->rlen)) != NULL) {
             size_t l = (size_t)(nl - s->rbuf);
+            if (l >= EXEC_SCORER_MAX_LINE)
+                break; // a whole over-long line arrived at once: refused below
             *nl = 0;
             int rc = parse_reply(s->rbuf, l, items[sent[next]].id, &out[sent[next]]);
             memmove(s->rbuf, nl + 1, s->rlen - l - 1);
@@ -424,7 +426,9 @@ void exec_scorer_score(exec_scorer_t *s, const exec_item_t *items, int n, exec_r
         }
         if (next == m)
             break;
-        if (s->rlen >= EXEC_SCORER_MAX_LINE) {
+        // The first line, complete or still growing, must stay under the limit.
+        nl = s->rlen ? memchr(s->rbuf, '\n', s->rlen) : NULL;
+        if ((nl ? (size_t)(nl - s->rbuf) : s->rlen) >= EXEC_SCORER_MAX_LINE) {
             s->st.garbage++;
             s->st.oversized++;
             snprintf(msg, sizeof msg, "exec scorer wrote a reply line over %d bytes",

@@ -473,7 +473,9 @@ static void test_exec_payload_unit(void) {
     free(huge);
     exec_scorer_destroy(&s);
     // A reply line over EXEC_SCORER_MAX_LINE: an error, counted as oversized (and garbage).
-    s = exec_scorer_new("read l; head -c 1100000 /dev/zero | tr '\\0' x; echo; cat >/dev/null",
+    // Just over the limit, so the read that crosses it usually holds the newline too: the
+    // whole over-long line is then complete at once and must still count as oversized.
+    s = exec_scorer_new("read l; head -c 1048600 /dev/zero | tr '\\0' x; echo; cat >/dev/null",
                         5000);
     exec_scorer_score(s, items, 2, out);
     TU_CHECK(strstr(out[0].error, "reply line over") && out[1].error[0] &&
