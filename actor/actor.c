@@ -73,6 +73,7 @@ typedef struct {
     float *out_logp;           // (n, max_new) their log-probs
     int *out_len;              // (n) response lengths
     uint64_t *out_ver;         // (n) policy version that sampled each sequence
+    int *allowed;              // (item's n_allowed_tokens) the tokens it may sample, or NULL
 } job_t;
 
 struct actor {
@@ -470,6 +471,7 @@ static void job_free(job_t *j) {
     free(j->out_logp);
     free(j->out_len);
     free(j->out_ver);
+    free(j->allowed);
     memset(j, 0, sizeof *j);
 }
 
@@ -554,11 +556,28 @@ static int job_start(actor_t *a, Rlx__Envelope *env) {
         }
     }
     j->poff[P] = (int)o;
+    if (it->n_allowed_tokens > 0) {
+        if (!(j->allowed = malloc(it->n_allowed_tokens * sizeof(int)))) {
+            why = "out of memory";
+            goto refuse;
+        }
+        for (size_t t = 0; t < it->n_allowed_tokens; t++) {
+            if (it->allowed_tokens[t] >= (uint32_t)mc->vocab) {
+                snprintf(buf, sizeof buf, "allowed token %u outside the vocabulary of %d",
+                         it->allowed_tokens[t], mc->vocab);
+                why = buf;
+                goto refuse;
+            }
+            j->allowed[t] = (int)it->allowed_tokens[t];
+        }
+    }
     memset(&j->sc, 0, sizeof j->sc);
     j->sc.temperature = it->temperature;
     j->sc.top_k = (int)it->top_k;
     j->sc.max_new = j->max_new;
     j->sc.seed = it->seed ? it->seed : a->cfg.seed ^ (it->work_id * 0x9E3779B97F4A7C15ull);
+    j->sc.allowed = j->allowed;
+    j->sc.n_allowed = (int)it->n_allowed_tokens;
     if (it->n_stop_tokens == 0) {
         j->sc.stop[0] = GPT_TOK_EOS;
         j->sc.n_stop = 1;

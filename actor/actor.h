@@ -28,6 +28,8 @@
 //    vocabulary, no weights because none were ever announced) is answered with an Error
 //    (ERROR_CODE_BAD_REQUEST naming the work_id) and an empty TrajectoryBatch with its
 //    work_id, so the hub can settle it at once.
+//  - WorkItem.allowed_tokens (if any) restricts sampling to those tokens (sampler.h); an
+//    allowed token outside the model's vocabulary makes the item refused.
 //  - empty WorkItem.stop_tokens means "stop at EOS" (GPT_TOK_EOS); max_new_tokens 0 means
 //    "as many as the context allows".
 //  - liveness: any message from the hub counts; after heartbeat_liveness intervals of

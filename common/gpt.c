@@ -106,8 +106,8 @@ static const char *config_problem(const gpt_config_t *c) {
 }
 
 // Layout of the arena: params | grads | adam m | adam v | acts | dacts | datt | logp | dlogp |
-// mask. Activation regions are sized for (max_batch, ctx_len); gpt_forward re-carves them for
-// the actual (B, T) so each region's used part is a prefix.
+// mask | vocab_mask. Activation regions are sized for (max_batch, ctx_len); gpt_forward re-carves
+// them for the actual (B, T) so each region's used part is a prefix.
 static void carve_acts(gpt_t *m, int B, int T) {
     size_t s[GPT_NUM_ACTS], sg[GPT_NUM_ACTS];
     act_sizes(&m->cfg, B, T, 0, s);
@@ -140,8 +140,8 @@ gpt_t *gpt_new(const gpt_config_t *cfg, int max_batch, uint64_t seed) {
     size_t n = sum_sizes(ps, GPT_NUM_PARAM_TENSORS);
     size_t BT = (size_t)max_batch * cfg->ctx_len;
     size_t datt = (size_t)max_batch * cfg->n_head * cfg->ctx_len * cfg->ctx_len;
-    m->arena_floats =
-        4 * n + sum_sizes(cap, GPT_NUM_ACTS) + sum_sizes(capg, GPT_NUM_ACTS) + datt + 3 * BT;
+    m->arena_floats = 4 * n + sum_sizes(cap, GPT_NUM_ACTS) + sum_sizes(capg, GPT_NUM_ACTS) + datt +
+                      3 * BT + (size_t)cfg->vocab;
     m->arena = layers_alloc(m->arena_floats);
     if (!m->arena)
         RLX_DIE("out of memory: gpt arena of %zu floats (%.1f MiB); lower max_batch or ctx_len",
@@ -159,6 +159,7 @@ gpt_t *gpt_new(const gpt_config_t *cfg, int max_batch, uint64_t seed) {
     m->logp = tail + datt;
     m->dlogp = m->logp + BT;
     m->mask = m->dlogp + BT;
+    m->vocab_mask = m->mask + BT;
     m->tokens = rlx_xcalloc(BT, sizeof(int), "gpt tokens");
     m->targets = rlx_xcalloc(BT, sizeof(int), "gpt targets");
     carve_acts(m, max_batch, cfg->ctx_len);
@@ -235,8 +236,26 @@ void gpt_forward(gpt_t *m, const int *tokens, const int *targets, int B, int T) 
         res = res3;
     }
     layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, res, w->lnfw, w->lnfb, BT, C);
-    linear_forward(a->logits, a->lnf, w->wte, NULL, BT, C, V);
+    // The vocabulary mask (gpt_set_vocab_mask) is the output layer's bias: 0 or -inf per token.
+    linear_forward(a->logits, a->lnf, w->wte, m->vocab_masked ? m->vocab_mask : NULL, BT, C, V);
     logprob_forward(m->logp, a->lse, a->logits, m->targets, BT, V);
+}
+
+void gpt_set_vocab_mask(gpt_t *m, const int *allowed, int n) {
+    int V = m->cfg.vocab;
+    assert(n >= 0 && n <= V && (n == 0 || allowed));
+    m->vocab_masked = n > 0;
+    if (n == 0)
+        return;
+    float *host = rlx_alloc_floats((size_t)V, "gpt vocab mask");
+    for (int v = 0; v < V; v++)
+        host[v] = -INFINITY;
+    for (int i = 0; i < n; i++) {
+        assert(allowed[i] >= 0 && allowed[i] < V);
+        host[allowed[i]] = 0.0f;
+    }
+    layers_to_device(m->vocab_mask, host, (size_t)V);
+    free(host);
 }
 
 void gpt_backward(gpt_t *m) {

@@ -91,6 +91,8 @@ typedef struct gpt {
     float *logp;         // (B, T) log p(target) of the last forward (0 where target < 0)
     float *dlogp;        // (B, T) gradient on logp, filled by the caller before gpt_backward
     float *mask;         // (B, T) scratch for gpt_mle_loss's effective mask
+    float *vocab_mask;   // (V) added to every row of logits when vocab_masked: 0 or -inf
+    int vocab_masked;    // gpt_set_vocab_mask is in force
     int B, T;            // shape of the last forward
     float *arena;        // the one allocation everything above points into
     size_t arena_floats; // its size
@@ -103,6 +105,12 @@ void gpt_destroy(gpt_t **self_p);
 
 // Forward over tokens(B,T). targets(B,T) may be NULL (logits only); entries < 0 are ignored.
 void gpt_forward(gpt_t *m, const int *tokens, const int *targets, int B, int T);
+// Restricts the model's softmax to the n tokens allowed[] (each in [0, V), n >= 1): from now
+// on every forward adds -inf to the logits of all other tokens (0 to the allowed ones), so
+// logp, lse and the gradient are those of the log-softmax over the allowed set; the masked
+// logits read -inf in m->a.logits. A target outside the set gets logp -inf (the caller's
+// error). n = 0 lifts the restriction. Used by GFlowNet training on text (text_gfn.h).
+void gpt_set_vocab_mask(gpt_t *m, const int *allowed, int n);
 // Backward from m->dlogp through the last forward; accumulates into m->ps.g.
 void gpt_backward(gpt_t *m);
 // MLE loss of the last forward: -sum_i mask_i weight_i logp_i / max(sum_i mask_i, 1), where

@@ -33,6 +33,7 @@ struct sampler {
     int *pos;        // (n) position of each active row
     double *probs;   // (V) sampling distribution scratch
     float *sorted;   // (V) top-k scratch
+    char *allow;     // (V) the call's allowed tokens (1 = may be drawn)
     rng_t *rng;      // (max_batch) per-sequence streams
 };
 
@@ -68,6 +69,7 @@ sampler_t *sampler_new(const gpt_t *m, int max_batch) {
     s->pos = rlx_xcalloc(n, sizeof(int), "sampler");
     s->probs = rlx_xcalloc(V, sizeof(double), "sampler");
     s->sorted = rlx_xcalloc(V, sizeof(float), "sampler");
+    s->allow = rlx_xcalloc(V, 1, "sampler");
     s->rng = rlx_xcalloc(n, sizeof(rng_t), "sampler");
     return s;
 }
@@ -82,6 +84,7 @@ void sampler_destroy(sampler_t **self_p) {
     free(s->pos);
     free(s->probs);
     free(s->sorted);
+    free(s->allow);
     free(s->rng);
     free(s);
     *self_p = NULL;
@@ -180,8 +183,17 @@ int sampler_generate(sampler_t *s, const int *prompt, const int *prompt_off, int
     const gpt_config_t *mc = &s->m->cfg;
     int V = mc->vocab;
     if (B < 1 || B > s->max_batch || c->max_new < 1 || c->n_stop < 0 ||
-        c->n_stop > SAMPLER_MAX_STOP || c->top_k < 0)
+        c->n_stop > SAMPLER_MAX_STOP || c->top_k < 0 || c->n_allowed < 0 ||
+        (c->n_allowed > 0 && !c->allowed))
         return -1;
+    if (c->n_allowed > 0) {
+        memset(s->allow, 0, (size_t)V);
+        for (int i = 0; i < c->n_allowed; i++) {
+            if (c->allowed[i] < 0 || c->allowed[i] >= V)
+                return -1;
+            s->allow[c->allowed[i]] = 1;
+        }
+    }
     for (int i = 0; i < B; i++) {
         int plen = prompt_off[i + 1] - prompt_off[i];
         if (plen < 1 || plen + c->max_new > mc->ctx_len)
@@ -223,8 +235,11 @@ int sampler_generate(sampler_t *s, const int *prompt, const int *prompt_off, int
             int p = seqpos[i]++;
             if (p + 1 < plen)
                 continue; // still inside the prompt: the next input is the prompt's token
-            float lp;
-            int tok = draw(s, s->logits + (size_t)r * V, V, c, &s->rng[i], &lp);
+            float lp, *row = s->logits + (size_t)r * V;
+            if (c->n_allowed > 0) // -inf logits: exp gives exactly 0, the set's softmax is left
+                for (int v = 0; v < V; v++)
+                    row[v] = s->allow[v] ? row[v] : -INFINITY;
+            int tok = draw(s, row, V, c, &s->rng[i], &lp);
             out_tokens[(size_t)i * c->max_new + out_len[i]] = tok;
             out_logp[(size_t)i * c->max_new + out_len[i]] = lp;
             out_len[i]++;

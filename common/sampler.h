@@ -2,7 +2,8 @@
 //
 // Each sequence advances one position per step: while inside its prompt it is fed the
 // prompt's next token (teacher forcing), after it a token is drawn from
-// softmax(logits / temperature) restricted to the top-k. Prompts of different lengths
+// softmax(logits / temperature) restricted to the top-k (and, optionally, to a set of allowed
+// tokens: the logits of all others are -inf). Prompts of different lengths
 // share a batch. Every sequence has its own random stream, seeded from (seed, seq_id), so a
 // sequence's sample does not depend on which others share its batch.
 #ifndef RLX_SAMPLER_H
@@ -21,6 +22,8 @@ typedef struct {
     int stop[SAMPLER_MAX_STOP]; // tokens that end a sequence (kept in the output)
     int n_stop;        // entries of stop used
     uint64_t seed;     // run seed
+    const int *allowed; // (n_allowed) the only tokens that may be drawn; NULL = all
+    int n_allowed;      // entries of allowed used; 0 = all tokens
 } sample_config_t;
 
 typedef struct sampler sampler_t;
@@ -33,8 +36,10 @@ void sampler_destroy(sampler_t **self_p);
 // Samples B sequences. Prompt i is prompt[prompt_off[i] .. prompt_off[i+1]) (at least one
 // token; prompt_len + max_new must fit the context). Sequence i uses random stream
 // (c->seed, seq_id0 + i). Writes tokens out_tokens (B, max_new), log-probs under the
-// sampling distribution out_logp (B, max_new) and lengths out_len (B). Returns 0, or -1 if
-// the arguments do not fit (nothing sampled).
+// sampling distribution out_logp (B, max_new) and lengths out_len (B). With allowed tokens,
+// that distribution is the softmax over the allowed set only (top-k then ranks within it;
+// greedy picks its argmax and logp is the untempered log-softmax over it). Returns 0, or -1
+// if the arguments do not fit (nothing sampled; also an allowed token outside the vocabulary).
 int sampler_generate(sampler_t *s, const int *prompt, const int *prompt_off, int B,
                      const sample_config_t *c, uint64_t seq_id0, int *out_tokens,
                      float *out_logp, int *out_len);

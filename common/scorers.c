@@ -3,6 +3,7 @@
 
 #include <assert.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "gflownet.h"
@@ -20,6 +21,43 @@ static float score_digits(const char *prompt, const char *response, const char *
     for (size_t i = 0; i < nr && i < nt; i++)
         hit += response[i] == target[i];
     return (float)hit / (float)n;
+}
+
+// One mode of a "seqmodes" target: its string [start, start + len) and weight. Returns the
+// position after it (past a comma), or NULL at the end of the list.
+static const char *next_mode(const char *p, const char **start, size_t *len, double *weight) {
+    if (!*p)
+        return NULL;
+    size_t n = strcspn(p, ",:");
+    *start = p;
+    *len = n;
+    *weight = 1.0;
+    p += n;
+    if (*p == ':') {
+        char *end;
+        *weight = strtod(p + 1, &end);
+        p = end + strcspn(end, ",");
+    }
+    return *p == ',' ? p + 1 : p;
+}
+
+// max over modes m of w_m (1 - d(response, m) / n), n the longer length, d the Hamming
+// distance plus the length difference; 0 for an empty mode list (scorers.h).
+static float score_seqmodes(const char *prompt, const char *response, const char *target) {
+    (void)prompt;
+    size_t nr = strlen(response);
+    double best = 0.0;
+    const char *m;
+    size_t len;
+    double w;
+    for (const char *p = target; (p = next_mode(p, &m, &len, &w));) {
+        size_t n = nr > len ? nr : len, d = n - (nr < len ? nr : len);
+        for (size_t i = 0; i < nr && i < len; i++)
+            d += response[i] != m[i];
+        double s = n ? w * (1.0 - (double)d / (double)n) : w;
+        best = s > best ? s : best;
+    }
+    return (float)best;
 }
 
 // HyperGrid R(x) (gflownet.h, torchgfn's R0 0.1, R1 0.5, R2 2.0) of a one-hot payload.
@@ -70,6 +108,7 @@ typedef struct {
 
 static const scorer_t scorers[] = {{"exact", score_exact, NULL},
                                    {"digits", score_digits, NULL},
+                                   {"seqmodes", score_seqmodes, NULL},
                                    {"hypergrid", NULL, score_hypergrid}};
 #define NSCORERS (int)(sizeof scorers / sizeof scorers[0])
 
@@ -83,7 +122,7 @@ int scorer_find(const char *name) {
 const char *scorer_name(int id) { return id >= 0 && id < NSCORERS ? scorers[id].name : NULL; }
 
 const char *scorer_list(void) {
-    return "exact,digits,hypergrid";
+    return "exact,digits,seqmodes,hypergrid";
 }
 
 int scorer_is_payload(int id) {

@@ -9,7 +9,12 @@
 
 // Names: "exact" (1 if the response equals the target, else 0) and "digits" (partial credit:
 // the share of the target's characters matched position by position, the denominator being
-// the longer of response and target, so extra or missing characters cost); "hypergrid"
+// the longer of response and target, so extra or missing characters cost); "seqmodes" (a
+// reward with several modes of unequal height for GFlowNets on text, docs/gflownet.md): the
+// target lists the modes, "MODE[:WEIGHT],MODE[:WEIGHT],..." (weight 1 when omitted; a mode
+// holds no ',' or ':'), and the score is max_m w_m (1 - d(response, m) / n), n the longer of
+// the two lengths and d their Hamming distance plus the length difference, so 0..max w_m
+// (0 for an empty list); "hypergrid"
 // scores a payload (ScoreItem.payload of a GFLOW item): the HyperGrid reward R(x) of the
 // terminal state x given one-hot per coordinate, shape [D, H] (gflownet.h, docs/gflownet.md).
 // Returns the scorer's id, or -1 for an unknown name.

@@ -611,7 +611,21 @@ static worker_t *worker_by_peer(hub_loop_t *s, const wire_peer_t *p) {
 
 // Forgets a worker: its score requests go back to the queue, its work items expire.
 static void worker_remove(hub_loop_t *s, worker_t *w, const char *why) {
-    fprintf(stderr, "hub: %s %u (%s) %s\n", role_name(w->role), w->id, w->name, why);
+    int requests = 0, trajs = 0, items = 0; // what it held, for the log line
+    for (int i = 0; i < s->n_requests; i++)
+        if (s->requests[i].worker_id == w->id) {
+            requests++;
+            trajs += s->requests[i].n;
+        }
+    for (int i = 0; w->role == RLX__ROLE__ROLE_ACTOR && i < s->n_works; i++)
+        items += s->works[i]->actor_id == w->id && s->works[i]->state == WORK_OUT;
+    char held[96] = "";
+    if (requests)
+        snprintf(held, sizeof held, "; it held %d score requests (%d trajectories): requeued",
+                 requests, trajs);
+    else if (items)
+        snprintf(held, sizeof held, "; it held %d work items: expired", items);
+    fprintf(stderr, "hub: %s %u (%s) %s%s\n", role_name(w->role), w->id, w->name, why, held);
     for (int i = s->n_requests - 1; i >= 0; i--)
         if (s->requests[i].worker_id == w->id)
             request_requeue(s, i, why);
@@ -841,6 +855,8 @@ static int send_work(hub_loop_t *s, worker_t *a) {
     it.max_new_tokens = (uint32_t)s->c.max_new_tokens;
     it.n_stop_tokens = 1;
     it.stop_tokens = &stop_tok;
+    it.n_allowed_tokens = (size_t)s->c.n_allowed_tokens;
+    it.allowed_tokens = s->c.allowed_tokens;
     it.seed = rng_next(&r);
     it.deadline_ms = (uint32_t)s->c.work_deadline_ms;
     Rlx__GflowEnv genv;
@@ -1006,6 +1022,13 @@ static const char *check_traj(hub_loop_t *s, const Rlx__Trajectory *t, group_t *
         top = x->response_tokens[i] > top ? x->response_tokens[i] : top;
     if (top >= GPT_VOCAB)
         return "response token outside the vocabulary";
+    for (size_t i = 0; i < x->n_response_tokens && s->c.n_allowed_tokens > 0; i++) {
+        int ok = 0; // a short list (an alphabet): a scan, no table per item
+        for (int j = 0; j < s->c.n_allowed_tokens && !ok; j++)
+            ok = x->response_tokens[i] == s->c.allowed_tokens[j];
+        if (!ok)
+            return "response token outside the work item's allowed_tokens";
+    }
     int bad = 0; // NaN fails both comparisons, so it counts as bad too
     for (size_t i = 0; i < x->n_logprobs; i++)
         bad |= !(x->logprobs[i] >= -FLT_MAX && x->logprobs[i] <= LOGPROB_SLACK);
@@ -2013,6 +2036,8 @@ static int config_ok(const hub_config_t *c) {
         bad = "diffusion mode needs a shape of 1..4 dims, eta > 0, prompts_per_item <= 64";
     else if (c->gflow_ndim > 64 || (c->gflow_ndim > 0 && c->gflow_height < 2))
         bad = "gflow_ndim must be <= 64 and gflow_height >= 2";
+    else if (c->n_allowed_tokens < 0 || c->n_allowed_tokens > HUB_MAX_ALLOWED)
+        bad = "n_allowed_tokens must be in 0..HUB_MAX_ALLOWED";
     else if (c->prompts_per_item < 1 || c->samples_per_prompt < 1 || c->max_new_tokens < 1)
         bad = "prompts_per_item, samples_per_prompt and max_new_tokens must be >= 1";
     else if (c->heartbeat_ms < 1 || c->liveness < 1 || c->score_deadline_ms < 1 ||

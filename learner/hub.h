@@ -23,6 +23,8 @@
 //  - GFlowNet mode (gflow_ndim > 0, hub_gflow.h): no prompt file; each WorkItem asks for
 //    samples_per_prompt HyperGrid trajectories (WorkItem.gflow), the hub checks them
 //    (gfn_traj_check) and scores their terminal states (ScoreItem.payload, kind GFLOW).
+//  - text work with allowed_tokens (GFlowNets on text, text_gfn.h): WorkItem.allowed_tokens
+//    restricts what actors sample; a response holding any other token is refused as invalid.
 //  - diffusion mode (diff_steps > 0, hub_diffusion.h): synthetic prompts (one per class, or
 //    one unconditional); each WorkItem asks for samples_per_prompt denoising chains per
 //    prompt (WorkItem.diffusion), the hub checks them (diff_traj_check) and scores their
@@ -36,6 +38,8 @@
 #include <stdint.h>
 
 #include "rlx.pb-c.h"
+
+#define HUB_MAX_ALLOWED 512 // most entries of hub_config_t.allowed_tokens
 
 typedef struct {
     const char *bind;          // ZeroMQ endpoint to bind, e.g. "tcp://*:5555"
@@ -69,6 +73,8 @@ typedef struct {
     int diff_logp_sum;          // DiffusionSpec.logp_sum
     int diff_clip_x0;           // DiffusionSpec.clip_x0
     const char *diff_target;    // unconditional: ScoreItem.target of every sample ("" = none)
+    uint32_t allowed_tokens[HUB_MAX_ALLOWED]; // text: the only tokens responses may hold
+    int n_allowed_tokens;       // entries used (WorkItem.allowed_tokens); 0 = any token
 } hub_config_t;
 
 // Defaults for everything but bind, run_id, train_prompts.

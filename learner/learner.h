@@ -7,7 +7,10 @@
 // the actors every publish_every steps, evaluates on held-out prompts, writes metrics (JSON
 // lines) and checkpoints (every ckpt_every steps and on SIGINT/SIGTERM). With gflow_env set,
 // learner_run trains a GFlowNet instead (gflow_learner.h) in the same loop structure, and with
-// diff_env set a diffusion model by reward (diffusion_learner.h).
+// diff_env set a diffusion model by reward (diffusion_learner.h). With text_tb set the gpt is
+// itself trained as a GFlowNet on text (text_gfn.h): trajectory balance on responses of
+// max_new_tokens tokens of an alphabet (hub.allowed_tokens), one learned log Z per training
+// prompt, and an exact L1 evaluation by enumeration instead of held-out accuracy.
 #ifndef RLX_LEARNER_H
 #define RLX_LEARNER_H
 
@@ -45,7 +48,7 @@ typedef struct {
     const char *gflow_env; // "hypergrid", or NULL for the text learner
     int gflow_objective;   // gfn_loss_kind_t: GFN_LOSS_TB, _DB, _SUBTB
     float gflow_lambda;    // SubTB length discount
-    float logz_lr;         // log Z's AdamW learning rate (the net uses opt.lr)
+    float logz_lr;         // log Z's AdamW learning rate (the net uses opt.lr); also text TB's
     int gflow_hidden;      // policy mlp width
     int gflow_blocks;      // policy mlp residual blocks
     // Diffusion mode (diffusion_learner.h): --env diffusion; --init is a diffusion checkpoint
@@ -60,6 +63,13 @@ typedef struct {
     float flow_lr;             // the flow net's learning rate (0 = opt.lr)
     const char *fl_scorer;     // local scorer of the forward-looking term (NULL = hub scorer)
     const char *classifier;    // digit classifier: digit scorers and the class_coverage metric
+    // Text GFlowNet (--objective tb without --env; text_gfn.h): responses of
+    // hub.max_new_tokens tokens of hub.allowed_tokens (--alphabet), hub.train_prompts the
+    // prompts (and the scorer's targets), hub.scorer the reward (built-in: exact L1).
+    int text_tb;          // 1: trajectory balance instead of the policy gradient
+    float reward_beta;    // log R = reward_beta * reward (the scorer's scalar)
+    gpt_config_t new_gpt; // the fresh gpt made when there is no --init (TB only);
+                          // ctx_len 0: the longest prompt + max_new_tokens
 } learner_config_t;
 
 enum { DIFF_OBJ_DDPO = 0, DIFF_OBJ_DAG = 1, DIFF_OBJ_DAGKL = 2 };

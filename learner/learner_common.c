@@ -3,23 +3,33 @@
 
 #include <signal.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "util.h"
 
 static volatile sig_atomic_t stop_signal = 0;
-static void on_signal(int sig) {
+static volatile sig_atomic_t stop_by_parent = 0; // the signal came from the parent (mpirun)
+static void on_signal(int sig, siginfo_t *si, void *uc) {
+    (void)uc;
     stop_signal = sig;
+    if (si && si->si_pid > 0 && si->si_pid == getppid())
+        stop_by_parent = 1;
 }
 
 void learner_signals_install(void) {
     struct sigaction sa = {0};
-    sa.sa_handler = on_signal;
+    sa.sa_sigaction = on_signal;
+    sa.sa_flags = SA_SIGINFO;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 }
 
 int learner_stop_signal(void) {
     return (int)stop_signal;
+}
+
+int learner_stop_by_parent(void) {
+    return (int)stop_by_parent;
 }
 
 void learner_add_earlier_runs(hub_counters_t *k, const hub_counters_t *prev) {

@@ -35,6 +35,11 @@ typedef struct {
 void learner_signals_install(void);
 // The signal that asked to stop, or 0.
 int learner_stop_signal(void);
+// Whether that signal came from this process's parent. Under mpirun that is the MPI runtime
+// tearing the job down (Ctrl-C or SIGTERM to mpirun itself): it sends SIGTERM to the ranks,
+// SIGKILL one second later, and no longer answers MPI_Finalize in between. (A shell that
+// started a single learner without mpirun and signals it counts too: harmless there.)
+int learner_stop_by_parent(void);
 
 // Adds the run-long hub counters (not queue depths) of earlier runs to k, so that
 // sampled = trained + dropped holds across --resume.

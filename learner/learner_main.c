@@ -5,9 +5,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "gflownet.h"
 #include "learner.h"
+#include "learner_common.h"
 
 static void usage(FILE *f) {
     learner_config_t d = learner_defaults();
@@ -29,7 +31,18 @@ static void usage(FILE *f) {
         "optimizer: --lr X (%g) --warmup N (%d) --beta2 X (%g) --wd X (%g) --clip X (%g)\n"
         "eval:      --eval-prompts TSV --eval-scorer NAME (%s) --eval-n N (%d) --eval-every N "
         "(%d)\n"
-        "output:    --publish-every N (%d) --ckpt-every N (%d)\n\n"
+        "output:    --publish-every N (%d) --ckpt-every N (%d)\n"
+        "sampling:  --alphabet STR: responses hold only these bytes (WorkItem.allowed_tokens)\n\n"
+        "GFlowNet on text (--objective tb without --env; docs/gflownet.md): trajectory balance\n"
+        "           on responses of exactly --max-new L bytes of --alphabet STR (e.g. ab), one\n"
+        "           log Z per --train-prompts line (TSV prompt<TAB>target, the target the\n"
+        "           scorer's, e.g. seqmodes' mode list); log R = --reward-beta X (%g) * reward;\n"
+        "           --logz-lr X; without --init a fresh gpt of --layers N (%d) --dim N (%d)\n"
+        "           --heads N (%d) and context longest prompt + L; every --eval-every steps\n"
+        "           the exact L1 by enumerating all |A|^L responses (a built-in --scorer).\n"
+        "           Defaults there: --scorer seqmodes --batch 16 --k 16 --prompts-per-item 1\n"
+        "           --lr 1e-3 --beta2 0.999 --max-in-flight 2*batch --max-learner-queue\n"
+        "           2*batch, --steps unlimited (stop with --max-samples)\n\n"
         "GFlowNet mode (no --init/--train-prompts; docs/gflownet.md):\n"
         "           --env hypergrid --ndim D --height H --objective tb|db|subtb (tb)\n"
         "           --logz-lr X (%g) --lambda X SubTB (%g) --epsilon X exploration (0)\n"
@@ -53,8 +66,9 @@ static void usage(FILE *f) {
         d.hub.score_deadline_ms, d.hub.score_retries, d.hub.work_deadline_ms, d.hub.score_batch,
         d.take_timeout_s, d.batch, d.rl.clip_eps, d.rl.kl_coef, d.max_lag, d.opt.lr,
         d.opt.warmup_steps, d.opt.beta2, d.opt.weight_decay, d.opt.grad_clip, d.eval_scorer,
-        d.eval_n, d.eval_every, d.publish_every, d.ckpt_every, d.logz_lr, d.gflow_lambda,
-        d.gflow_hidden, d.gflow_blocks);
+        d.eval_n, d.eval_every, d.publish_every, d.ckpt_every, d.reward_beta, d.new_gpt.n_layer,
+        d.new_gpt.n_embd, d.new_gpt.n_head, d.logz_lr, d.gflow_lambda, d.gflow_hidden,
+        d.gflow_blocks);
 }
 
 static double num(const char *opt, const char *s, int rank) {
@@ -149,6 +163,11 @@ int main(int argc, char **argv) {
                                          {"ddpo-is", 1, 0, 1025},
                                          {"adv-clip", 1, 0, 1026},
                                          {"fl-abar", 0, 0, 1027},
+                                         {"alphabet", 1, 0, 1028},
+                                         {"reward-beta", 1, 0, 1029},
+                                         {"layers", 1, 0, 1030},
+                                         {"dim", 1, 0, 1031},
+                                         {"heads", 1, 0, 1032},
                                          {"help", 0, 0, 'h'},
                                          {0, 0, 0, 0}};
     int ch, idx = 0;
@@ -174,7 +193,8 @@ int main(int argc, char **argv) {
             break;
         case 1003:
             objective = optarg;
-            if (!strcmp(optarg, "ddpo") || !strcmp(optarg, "dag") || !strcmp(optarg, "dagkl"))
+            if (!strcmp(optarg, "ddpo") || !strcmp(optarg, "dag") || !strcmp(optarg, "dagkl") ||
+                !strcmp(optarg, "rl"))
                 break;
             if (!strcmp(optarg, "tb") || !strcmp(optarg, "db") || !strcmp(optarg, "subtb")) {
                 c.gflow_objective = !strcmp(optarg, "tb")   ? GFN_LOSS_TB
@@ -183,8 +203,9 @@ int main(int argc, char **argv) {
                 break;
             }
             if (rank == 0)
-                fprintf(stderr, "rlx-learner: --objective tb|db|subtb (gflownet) or "
-                                "ddpo|dag|dagkl (diffusion), got '%s'\n",
+                fprintf(stderr,
+                        "rlx-learner: --objective tb|db|subtb (gflownet), rl|tb (text) "
+                        "or ddpo|dag|dagkl (diffusion), got '%s'\n",
                         optarg);
             MPI_Finalize();
             return 2;
@@ -239,6 +260,23 @@ int main(int argc, char **argv) {
         case 1025: c.drl.ddpo_is = (int)num(nm, optarg, rank); break;
         case 1026: c.drl.adv_clip = (float)num(nm, optarg, rank); break;
         case 1027: c.drl.fl_abar = 1; break;
+        case 1028: {
+            size_t n = strlen(optarg);
+            if (n < 1 || n > HUB_MAX_ALLOWED) {
+                if (rank == 0)
+                    fprintf(stderr, "rlx-learner: --alphabet wants 1..%d bytes\n", HUB_MAX_ALLOWED);
+                MPI_Finalize();
+                return 2;
+            }
+            for (size_t i = 0; i < n; i++)
+                c.hub.allowed_tokens[i] = (unsigned char)optarg[i];
+            c.hub.n_allowed_tokens = (int)n;
+            break;
+        }
+        case 1029: c.reward_beta = (float)num(nm, optarg, rank); break;
+        case 1030: c.new_gpt.n_layer = (int)num(nm, optarg, rank); break;
+        case 1031: c.new_gpt.n_embd = (int)num(nm, optarg, rank); break;
+        case 1032: c.new_gpt.n_head = (int)num(nm, optarg, rank); break;
         case 'i': c.init = optarg; break;
         case 'o': c.out = optarg; break;
         case 'R': c.resume = 1; break;
@@ -340,6 +378,39 @@ int main(int argc, char **argv) {
     } else {
         c.hub.diff_steps = 0;
     }
+    if (!c.gflow_env && !c.diff_env && objective) { // text: rl (the default) or tb
+        if (!strcmp(objective, "tb")) {
+            c.text_tb = 1;
+        } else if (strcmp(objective, "rl") != 0) {
+            if (rank == 0)
+                fprintf(stderr,
+                        "rlx-learner: text training: --objective rl|tb (db and subtb "
+                        "need --env hypergrid), got '%s'\n",
+                        objective);
+            MPI_Finalize();
+            return 2;
+        }
+    }
+    if (c.text_tb) { // TB on text defaults where the RL ones do not fit
+        if (!given['B'])
+            c.batch = 16;
+        if (!given['S'])
+            c.steps = (long long)1 << 40; // --max-samples is the natural limit here
+        if (!given['k'])
+            c.hub.samples_per_prompt = 16;
+        if (!given['n'])
+            c.hub.prompts_per_item = 1;
+        if (!given['a'])
+            c.opt.lr = 1e-3f;
+        if (!given['2'])
+            c.opt.beta2 = 0.999f;
+        if (!given['c'])
+            c.hub.scorer = "seqmodes";
+        if (!given['F'])
+            c.hub.max_in_flight = 2 * c.batch;
+        if (!given['Q'])
+            c.hub.max_learner_queue = 2 * c.batch;
+    }
     if (c.gflow_env) { // GFlowNet defaults where the text ones do not fit
         if (!given['B'])
             c.batch = 16;
@@ -372,6 +443,12 @@ int main(int argc, char **argv) {
         bad = "--env diffusion needs --init DDPM.ckpt and --scorer NAME (and no --replay)";
     else if (!c.gflow_env && !c.diff_env && !c.replay && !c.hub.train_prompts)
         bad = "--train-prompts TSV is required (or --replay TRAJLOG)";
+    else if (c.text_tb && (!c.hub.train_prompts || c.hub.n_allowed_tokens < 2))
+        bad = "--objective tb on text needs --train-prompts TSV (even with --replay: its lines "
+              "are the log Z table and the evaluation) and --alphabet of at least 2 bytes";
+    else if (c.text_tb && (c.eval_prompts || c.rl.kl_coef > 0))
+        bad = "--objective tb on text evaluates exactly on the train prompts and has no KL "
+              "term: drop --eval-prompts and --kl-coef";
     else if (c.batch < 1 || c.steps < 1 || c.threads < 1 || c.hub.samples_per_prompt < 1)
         bad = "--batch, --steps, --threads and --k must be >= 1";
     if (bad || optind != argc) {
@@ -384,6 +461,16 @@ int main(int argc, char **argv) {
     }
     c.opt.decay_steps = 0; // constant learning rate after warm-up: RL runs have no fixed end
     int rc = learner_run(&c);
+    // mpirun is aborting the job (it was sent SIGINT or SIGTERM) if it sent a rank the stop
+    // signal: MPI_Finalize would then wait for its PMIx server until the SIGKILL that follows
+    // a second later. Once every rank is here (rank 0 last: the checkpoint, the summary and
+    // the hub's Bye are out; mpirun SIGKILLs the others as soon as one rank exits), leave.
+    int aborting = learner_stop_by_parent();
+    MPI_Allreduce(MPI_IN_PLACE, &aborting, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    if (aborting) {
+        fflush(NULL);
+        _exit(rc);
+    }
     MPI_Finalize();
     return rc;
 }

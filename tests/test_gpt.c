@@ -4,7 +4,10 @@
 // and 10 steps of AdamW MLE training on a new batch each step. Also: a forward without
 // targets gives the same logits, a repeated forward/backward gives bit-identical results (no
 // state leaks from one step, or from a smaller batch, into the next), backward accumulates,
-// and batches smaller than max_batch (fewer sequences, shorter sequences) work.
+// and batches smaller than max_batch (fewer sequences, shorter sequences) work. The vocabulary
+// mask (gpt_set_vocab_mask): logp is the log-softmax over the allowed tokens (against float64
+// on the unmasked logits), its gradient matches central finite differences, the output rows of
+// masked tokens get no gradient, and lifting the mask restores the unmasked model bit for bit.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -295,6 +298,131 @@ static void test_adamw(void) {
     gpt_destroy(&m);
 }
 
+// Loss sum_i c_i logp_i of the last forward, in double (c: (BT) coefficients).
+static double weighted_logp(const gpt_t *m, const float *c, int n) {
+    const float *lp = to_host(m->logp, (size_t)n);
+    double s = 0;
+    for (int i = 0; i < n; i++)
+        s += (double)c[i] * lp[i];
+    return s;
+}
+
+static void test_vocab_mask(void) {
+    enum { MB = 3, MT = 5, NA = 3 };
+    gpt_config_t cfg = {.n_layer = 2, .n_embd = 16, .n_head = 2, .ctx_len = 8, .vocab = GPT_VOCAB};
+    gpt_t *m = gpt_new(&cfg, MB, 11);
+    float *w = malloc(m->ps.n * sizeof(float));
+    layers_to_host(w, m->ps.w, m->ps.n);
+    for (size_t j = 0; j < m->ps.n; j++) // sharpen: distributions far from uniform
+        w[j] *= 4.0f;
+    layers_to_device(m->ps.w, w, m->ps.n);
+    const int allowed[NA] = {'a', 'c', GPT_TOK_EOS};
+    int tok[MB * MT], tgt[MB * MT];
+    for (int i = 0; i < MB * MT; i++) {
+        tok[i] = i % MT == 0 ? GPT_TOK_BOS : allowed[(i * 7) % NA];
+        tgt[i] = i % MT == 0 ? -1 : allowed[(i * 5 + 1) % NA]; // a prompt position: no target
+    }
+    int BT = MB * MT, Vv = cfg.vocab;
+
+    // Unmasked logits, then masked logp against a float64 log-softmax over the allowed set.
+    gpt_forward(m, tok, tgt, MB, MT);
+    float *logits0 = host_dup(m->a.logits, (size_t)BT * Vv);
+    float *lp0 = host_dup(m->logp, BT);
+    gpt_set_vocab_mask(m, allowed, NA);
+    gpt_forward(m, tok, tgt, MB, MT);
+    const float *lgm = to_host(m->a.logits, (size_t)BT * Vv);
+    int bad_inf = 0;
+    for (int i = 0; i < BT; i++)
+        for (int v = 0; v < Vv; v++) {
+            int ok = v == 'a' || v == 'c' || v == GPT_TOK_EOS;
+            bad_inf +=
+                ok ? !isfinite(lgm[(size_t)i * Vv + v]) : lgm[(size_t)i * Vv + v] != -INFINITY;
+        }
+    TU_CHECK(bad_inf == 0, "%d logits wrong: masked ones must be -inf, allowed ones finite",
+             bad_inf);
+    float ref[MB * MT];
+    for (int i = 0; i < BT; i++) {
+        const float *x = logits0 + (size_t)i * Vv;
+        double mx = -INFINITY, s = 0;
+        for (int a = 0; a < NA; a++)
+            mx = fmax(mx, x[allowed[a]]);
+        for (int a = 0; a < NA; a++)
+            s += exp((double)x[allowed[a]] - mx);
+        ref[i] = tgt[i] < 0 ? 0.0f : (float)((double)x[tgt[i]] - mx - log(s));
+    }
+    tu_close("masked logp = log-softmax over the allowed tokens", to_host(m->logp, BT), ref, BT,
+             2e-6f, 1e-5f);
+
+    // Gradient of sum c_i logp_i against central differences (float32 forward, h = 1e-3).
+    float c[MB * MT];
+    for (int i = 0; i < BT; i++)
+        c[i] = tgt[i] < 0 ? 0.0f : (float)((i % 4) - 1.5) * 0.7f;
+    layers_to_device(m->dlogp, c, BT);
+    paramset_zero_grad(&m->ps);
+    gpt_backward(m);
+    float *g = host_dup(m->ps.g, m->ps.n);
+    // Output rows of tokens that are neither allowed nor ever an input get (almost) nothing.
+    double leak = 0;
+    for (int v = 'p'; v < 'p' + 8; v++)
+        for (int k = 0; k < cfg.n_embd; k++)
+            leak = fmax(leak, fabs(g[(size_t)v * cfg.n_embd + k]));
+    TU_CHECK(leak < 1e-12, "masked tokens' wte rows got gradient %.3g", leak);
+    enum { NCHK = 48 };
+    size_t idx[NCHK];
+    float got[NCHK], fd[NCHK];
+    for (int k = 0; k < NCHK; k++) { // half the largest |g| (greedy), half spread out
+        size_t best = 0;
+        if (k < NCHK / 2) {
+            float bv = -1;
+            for (size_t j = 0; j < m->ps.n; j++) {
+                int used = 0;
+                for (int q = 0; q < k; q++)
+                    used |= idx[q] == j;
+                if (!used && fabsf(g[j]) > bv) {
+                    bv = fabsf(g[j]);
+                    best = j;
+                }
+            }
+        } else {
+            best = ((size_t)k * 2654435761u) % m->ps.n;
+        }
+        idx[k] = best;
+    }
+    const float h = 1e-3f;
+    double gmax = 0;
+    for (int k = 0; k < NCHK; k++) {
+        size_t j = idx[k];
+        float w0 = w[j];
+        w[j] = w0 + h;
+        layers_to_device(m->ps.w + j, w + j, 1);
+        gpt_forward(m, tok, tgt, MB, MT);
+        double up = weighted_logp(m, c, BT);
+        w[j] = w0 - h;
+        layers_to_device(m->ps.w + j, w + j, 1);
+        gpt_forward(m, tok, tgt, MB, MT);
+        double dn = weighted_logp(m, c, BT);
+        w[j] = w0;
+        layers_to_device(m->ps.w + j, w + j, 1);
+        got[k] = g[j];
+        fd[k] = (float)((up - dn) / (2.0 * h));
+        gmax = fmax(gmax, fabs(got[k]));
+    }
+    TU_CHECK(gmax > 0.05, "largest gradient %.3g: the check would be vacuous", gmax);
+    tu_close("masked gradient vs finite differences", got, fd, NCHK, (float)(1e-3 * gmax), 1e-2f);
+
+    // Lifting the mask: the unmasked model again, bit for bit.
+    gpt_set_vocab_mask(m, NULL, 0);
+    gpt_forward(m, tok, tgt, MB, MT);
+    tu_equal_bytes("logits after lifting the mask", to_host(m->a.logits, (size_t)BT * Vv), logits0,
+                   (size_t)BT * Vv * sizeof(float));
+    tu_equal_bytes("logp after lifting the mask", to_host(m->logp, BT), lp0, BT * sizeof(float));
+    free(w);
+    free(g);
+    free(logits0);
+    free(lp0);
+    gpt_destroy(&m);
+}
+
 int main(void) {
     R = ref_load(tu_src_path("tests/ref/gpt.bin"));
     if (!R) {
@@ -309,6 +437,7 @@ int main(void) {
     param_sizes();
     test_forward_backward();
     test_adamw();
+    test_vocab_mask();
     ref_free(&R);
     return tu_finish("test_gpt");
 }

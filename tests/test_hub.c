@@ -4,7 +4,8 @@
 // the learner, all receives with timeouts. Scenarios: the full path (work, trajectories,
 // scoring, whole groups to the learner, run status, the trajectory log); backpressure; a
 // reward worker that goes silent holding a request; invalid, duplicate and malformed input;
-// weight publication and chunked fetch; drain with trajectories stuck unscored.
+// weight publication and chunked fetch; drain with trajectories stuck unscored; allowed tokens
+// (the alphabet of GFlowNets on text): sent with the work, responses outside them refused.
 #include <stdio.h>
 
 #include "hub.h"
@@ -741,6 +742,52 @@ done:
     clients_close();
 }
 
+// ---- 4b: allowed tokens ------------------------------------------------------------------------
+
+static void test_allowed_tokens(void) {
+    hub_config_t c = test_config();
+    c.samples_per_prompt = 2;
+    c.allowed_tokens[0] = '2';
+    c.allowed_tokens[1] = '4';
+    c.n_allowed_tokens = 2;
+    hub_t *h = start(&c);
+    if (!h)
+        return;
+    client_t *actor = client_join(RLX__ROLE__ROLE_ACTOR, 1, NULL);
+    client_t *rw = client_join(RLX__ROLE__ROLE_REWARD_WORKER, 2, NULL);
+    if (!actor || !rw)
+        goto done;
+    rw->auto_score = 1;
+    work_request(actor, 1);
+    Rlx__Envelope *w = expect(actor, RLX__ENVELOPE__BODY_WORK_ITEM, 2000);
+    TU_CHECK(w != NULL, "no work");
+    if (!w)
+        goto done;
+    const Rlx__WorkItem *it = w->work_item;
+    TU_CHECK(it->n_allowed_tokens == 2 && it->allowed_tokens[0] == '2' &&
+                 it->allowed_tokens[1] == '4',
+             "the work item carries %zu allowed tokens", it->n_allowed_tokens);
+    fake_traj_t f[4];
+    for (int i = 0; i < 4; i++) {
+        fake_traj(&f[i], actor, it, (size_t)(i / 2), (uint32_t)(i % 2));
+        f[i].resp[2] = '4'; // "424": only allowed tokens
+    }
+    f[1].resp[2] = EOS; // an actor that ignores allowed_tokens: the old "42" + EOS
+    f[3].resp[0] = '5';
+    send_batch(actor, f, 4, it->work_id);
+    wire_free(&w);
+    int got = take_all(h, 2, 3000, 0.0f, 0);
+    TU_CHECK(got == 2, "learner got %d of the 2 valid trajectories", got);
+    hub_counters_t k = {0};
+    hub_counters(h, &k, 1000);
+    TU_CHECK(k.sampled == 4 && k.dropped_invalid == 2 && k.delivered == 2,
+             "sampled %llu invalid %llu delivered %llu", (unsigned long long)k.sampled,
+             (unsigned long long)k.dropped_invalid, (unsigned long long)k.delivered);
+done:
+    hub_stop(&h);
+    clients_close();
+}
+
 // ---- 5: weights -------------------------------------------------------------------------------
 
 static void weight_request(client_t *c, uint64_t version, uint32_t first, uint32_t n) {
@@ -896,6 +943,7 @@ int main(void) {
                  {"backpressure", test_backpressure},
                  {"silent reward worker", test_silent_worker},
                  {"bad input", test_bad_input},
+                 {"allowed tokens", test_allowed_tokens},
                  {"weights", test_weights},
                  {"drain", test_drain}};
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {

@@ -1,7 +1,9 @@
 // test_sampler.c: the KV-cache sampler against full forward passes of the same gpt: greedy
 // decoding equals step-by-step argmax, returned log-probs equal the forward pass's (at
 // temperature 1 and under temperature/top-k), streams are reproducible and independent of
-// batch composition, stop tokens end sequences, bad arguments are refused.
+// batch composition, stop tokens end sequences, bad arguments are refused. With allowed tokens
+// only those are drawn, and the log-probs are those of the softmax over the allowed set (at
+// temperature 1, under temperature/top-k, and greedy).
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +42,66 @@ static double ref_logp(const float *logits, int V, double temp, int k, int tok) 
         if (logits[v] >= thr)
             sum += exp(logits[v] / temp - mx);
     return logits[tok] / temp - mx - log(sum);
+}
+
+// The log-softmax over the allowed set (logits/temp, the top k of the set; k = 0: all of it) at
+// token tok, and in *best the set's argmax.
+static double ref_logp_allowed(const float *logits, const int *allowed, int n, double temp, int k,
+                               int tok, int *best) {
+    float sub[16];
+    int bi = 0;
+    for (int a = 0; a < n; a++) {
+        sub[a] = logits[allowed[a]];
+        bi = sub[a] > sub[bi] ? a : bi;
+    }
+    *best = allowed[bi];
+    int pos = -1;
+    for (int a = 0; a < n; a++)
+        pos = allowed[a] == tok ? a : pos;
+    return pos < 0 ? -INFINITY : ref_logp(sub, n, temp, k, pos);
+}
+
+static void check_allowed(gpt_t *m, sampler_t *s, const int *prompt, const int *off, double temp,
+                          int k, const char *what) {
+    static const int allowed[3] = {'x', GPT_TOK_SEP, 'b'};
+    sample_config_t c = {.temperature = (float)temp,
+                         .top_k = k,
+                         .max_new = MAXNEW,
+                         .seed = 9,
+                         .allowed = allowed,
+                         .n_allowed = 3};
+    int tok[B * MAXNEW], len[B], V = m->cfg.vocab;
+    float lp[B * MAXNEW];
+    TU_CHECK(sampler_generate(s, prompt, off, B, &c, 500, tok, lp, len) == 0, "%s failed", what);
+    int outside = 0, seen[3] = {0};
+    for (int i = 0; i < B; i++) {
+        TU_CHECK(len[i] == MAXNEW, "%s seq %d length %d", what, i, len[i]);
+        int T = plen[i] + len[i], seq[64], tg[64];
+        memcpy(seq, prompt + off[i], plen[i] * sizeof(int));
+        memcpy(seq + plen[i], tok + i * MAXNEW, len[i] * sizeof(int));
+        for (int t = 0; t < T; t++)
+            tg[t] = t + 1 < T ? seq[t + 1] : -1;
+        gpt_forward(m, seq, tg, 1, T);
+        float ref[MAXNEW];
+        for (int j = 0; j < len[i]; j++) {
+            int t = tok[i * MAXNEW + j], best;
+            outside += t != allowed[0] && t != allowed[1] && t != allowed[2];
+            for (int a = 0; a < 3; a++)
+                seen[a] |= t == allowed[a];
+            const float *lg = m->a.logits + (size_t)(plen[i] - 1 + j) * V;
+            ref[j] = (float)ref_logp_allowed(lg, allowed, 3, temp > 0 ? temp : 1.0,
+                                             temp > 0 ? k : 0, t, &best);
+            if (temp <= 0)
+                TU_CHECK(t == best, "%s seq %d token %d: %d, the set's argmax %d", what, i, j, t,
+                         best);
+        }
+        char name[96];
+        snprintf(name, sizeof name, "%s seq %d logp", what, i);
+        tu_close(name, lp + i * MAXNEW, ref, len[i], 2e-5f, 1e-4f);
+    }
+    TU_CHECK(outside == 0, "%s: %d tokens outside the allowed set", what, outside);
+    if (temp >= 1 && k == 0)
+        TU_CHECK(seen[0] + seen[1] + seen[2] >= 2, "%s: hardly any variety", what);
 }
 
 static void make_prompts(int *prompt, int *off) {
@@ -167,6 +229,25 @@ int main(void) {
         TU_CHECK(memcmp(tok + i * MAXNEW, tok2 + i * MAXNEW, len2[i] * sizeof(int)) == 0,
                  "stop: seq %d tokens differ before the stop", i);
     }
+
+    // Allowed tokens: only those, log-probs of the softmax over them.
+    check_allowed(m, s, prompt, off, 1.0, 0, "allowed t=1");
+    check_allowed(m, s, prompt, off, 0.7, 2, "allowed t=0.7 k=2");
+    check_allowed(m, s, prompt, off, 0.0, 0, "allowed greedy");
+    c.stop[0] = 'x'; // an allowed stop token still stops
+    c.n_stop = 1;
+    static const int xy[2] = {'x', 'y'}, bad_allowed[2] = {'x', 999};
+    c.allowed = xy;
+    c.n_allowed = 2;
+    TU_CHECK(sampler_generate(s, prompt, off, B, &c, 0, tok, lp, len) == 0, "allowed+stop failed");
+    for (int i = 0; i < B; i++)
+        TU_CHECK(len[i] == MAXNEW || tok[i * MAXNEW + len[i] - 1] == 'x',
+                 "allowed+stop: seq %d ended without its stop token", i);
+    c.allowed = bad_allowed;
+    TU_CHECK(sampler_generate(s, prompt, off, B, &c, 0, tok, lp, len) == -1,
+             "out-of-vocab allowed token accepted");
+    c.allowed = NULL;
+    c.n_allowed = 0;
 
     // Arguments that do not fit are refused, nothing sampled.
     c.max_new = cfg.ctx_len; // prompt + max_new exceeds the context
