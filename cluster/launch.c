@@ -805,6 +805,12 @@ static void on_exit_proc(launcher_t *L, proc_t *p, int st) {
         event(L, "%s %s after %.1f s; not restarted (restart = false)", p->name, how, ran);
         return;
     }
+    // Exit code 0 is a worker that chose to leave (the hub said Bye at the end of the run,
+    // or --max-items was reached): starting it again would only find the hub gone.
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
+        event(L, "%s %s after %.1f s: it left on its own, not restarted", p->name, how, ran);
+        return;
+    }
     if (ran >= 60)
         p->backoff_s = p->backoff_min; // it ran healthily for a while: start over
     double delay = p->backoff_s;
