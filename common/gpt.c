@@ -306,6 +306,16 @@ void gpt_backward(gpt_t *m) {
     embed_backward(g->wte, g->wpe, dres, m->tokens, B, T, C);
 }
 
+void gpt_response_row(int *tok_row, int *tgt_row, int T, const int *tokens, int prompt_len,
+                      int resp_len) {
+    int len = prompt_len + resp_len;
+    assert(prompt_len >= 1 && resp_len >= 1 && len <= T + 1);
+    for (int t = 0; t < T; t++) {
+        tok_row[t] = t < len - 1 ? tokens[t] : GPT_TOK_PAD;
+        tgt_row[t] = t >= prompt_len - 1 && t < len - 1 ? tokens[t + 1] : -1;
+    }
+}
+
 float gpt_mle_loss(gpt_t *m, const float *mask, const float *weight) {
     int BT = m->B * m->T;
     for (int i = 0; i < BT; i++)

@@ -119,6 +119,12 @@ void gpt_backward(gpt_t *m);
 // Returns the loss.
 float gpt_mle_loss(gpt_t *m, const float *mask, const float *weight);
 
+// One row (T positions) of a batch that scores a response given its prompt, for
+// gpt_forward: inputs tokens[0 .. len-2] then PAD, targets the next token at the response's
+// positions only (-1 elsewhere), len = prompt_len + resp_len <= T + 1.
+void gpt_response_row(int *tok_row, int *tgt_row, int T, const int *tokens, int prompt_len,
+                      int resp_len);
+
 // FLOPs of one forward+backward over B*T tokens (matmuls and attention, 6N + attention).
 double gpt_flops_per_step(const gpt_config_t *cfg, int B, int T);
 

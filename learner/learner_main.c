@@ -83,6 +83,28 @@ static double num(const char *opt, const char *s, int rank) {
     return v;
 }
 
+// Defaults of the GFlowNet modes (HyperGrid, TB on text) where the text RL ones do not fit,
+// for every option not given on the command line.
+static void gflownet_defaults(learner_config_t *c, const unsigned char *given,
+                              const char *scorer) {
+    if (!given['B'])
+        c->batch = 16;
+    if (!given['S'])
+        c->steps = (long long)1 << 40; // --max-samples is the natural limit here
+    if (!given['k'])
+        c->hub.samples_per_prompt = 16;
+    if (!given['a'])
+        c->opt.lr = 1e-3f;
+    if (!given['2'])
+        c->opt.beta2 = 0.999f;
+    if (!given['c'])
+        c->hub.scorer = scorer;
+    if (!given['F'])
+        c->hub.max_in_flight = 2 * c->batch;
+    if (!given['Q'])
+        c->hub.max_learner_queue = 2 * c->batch;
+}
+
 int main(int argc, char **argv) {
     int provided = 0, rank = 0;
     MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
@@ -391,46 +413,16 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    if (c.text_tb) { // TB on text defaults where the RL ones do not fit
-        if (!given['B'])
-            c.batch = 16;
-        if (!given['S'])
-            c.steps = (long long)1 << 40; // --max-samples is the natural limit here
-        if (!given['k'])
-            c.hub.samples_per_prompt = 16;
+    if (c.text_tb) { // TB on text: the GFlowNet defaults, with its own scorer
+        gflownet_defaults(&c, given, "seqmodes");
         if (!given['n'])
             c.hub.prompts_per_item = 1;
-        if (!given['a'])
-            c.opt.lr = 1e-3f;
-        if (!given['2'])
-            c.opt.beta2 = 0.999f;
-        if (!given['c'])
-            c.hub.scorer = "seqmodes";
-        if (!given['F'])
-            c.hub.max_in_flight = 2 * c.batch;
-        if (!given['Q'])
-            c.hub.max_learner_queue = 2 * c.batch;
     }
-    if (c.gflow_env) { // GFlowNet defaults where the text ones do not fit
-        if (!given['B'])
-            c.batch = 16;
-        if (!given['S'])
-            c.steps = (long long)1 << 40; // --max-samples is the natural limit here
-        if (!given['k'])
-            c.hub.samples_per_prompt = 16;
+    if (c.gflow_env) { // HyperGrid
+        gflownet_defaults(&c, given, "hypergrid");
         c.hub.prompts_per_item = 1;
-        if (!given['a'])
-            c.opt.lr = 1e-3f;
-        if (!given['2'])
-            c.opt.beta2 = 0.999f;
         if (!given['C'])
             c.opt.grad_clip = 0.0f;
-        if (!given['c'])
-            c.hub.scorer = "hypergrid";
-        if (!given['F'])
-            c.hub.max_in_flight = 2 * c.batch;
-        if (!given['Q'])
-            c.hub.max_learner_queue = 2 * c.batch;
     } else {
         c.hub.gflow_ndim = 0; // --ndim/--height mean nothing without --env
     }

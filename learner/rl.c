@@ -38,13 +38,9 @@ static int build_batch(const gpt_t *m, const rl_sample_t *s, int n, int *tok, in
         if (len > T)
             T = len;
     }
-    for (int i = 0; i < n; i++) {
-        int len = s[i].prompt_len + s[i].resp_len;
-        for (int t = 0; t < T; t++) {
-            tok[i * T + t] = t < len - 1 ? s[i].tokens[t] : GPT_TOK_PAD;
-            tgt[i * T + t] = t >= s[i].prompt_len - 1 && t < len - 1 ? s[i].tokens[t + 1] : -1;
-        }
-    }
+    for (int i = 0; i < n; i++)
+        gpt_response_row(tok + i * T, tgt + i * T, T, s[i].tokens, s[i].prompt_len,
+                         s[i].resp_len);
     return T;
 }
 
