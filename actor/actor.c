@@ -707,13 +707,20 @@ static int can_start(const actor_t *a) {
     return !(want > a->st.policy_version && a->f.active && a->f.version >= want);
 }
 
+// Between chunks of a GFlowNet or diffusion item, sampled in one call: a heartbeat when due,
+// so that an item longer than heartbeat x liveness does not get the actor presumed dead.
+static void keepalive(void *arg) {
+    actor_t *a = arg;
+    wlink_heartbeat_if_due(a->link, rlx_now());
+}
+
 // Samples and sends a GFlowNet work item (gflow_actor.h); frees env.
 static void gflow_item(actor_t *a, Rlx__Envelope *env) {
     const Rlx__WorkItem *it = env->work_item;
     const char *why = "out of memory";
     uint64_t seed = it->seed ? it->seed : a->cfg.seed ^ (it->work_id * 0x9E3779B97F4A7C15ull);
     gflow_batch_t *gb = gflow_actor_sample(a->gfn, it, a->st.worker_id, a->st.trajectories + 1,
-                                           a->st.policy_version, seed, &why);
+                                           a->st.policy_version, seed, keepalive, a, &why);
     if (!gb) {
         refuse_item(a, it->work_id, why);
     } else if (send_env(a, gflow_batch_envelope(gb)) == WIRE_OK) {
@@ -731,7 +738,7 @@ static void diffusion_item(actor_t *a, Rlx__Envelope *env) {
     const char *why = "out of memory";
     uint64_t seed = it->seed ? it->seed : a->cfg.seed ^ (it->work_id * 0x9E3779B97F4A7C15ull);
     diff_batch_t *db = diff_actor_sample(a->diff, it, a->st.worker_id, a->st.trajectories + 1,
-                                         a->st.policy_version, seed, &why);
+                                         a->st.policy_version, seed, keepalive, a, &why);
     if (!db) {
         refuse_item(a, it->work_id, why);
     } else if (send_env(a, diff_batch_envelope(db)) == WIRE_OK) {

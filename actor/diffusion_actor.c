@@ -34,7 +34,7 @@ int diff_actor_install(diff_t **policy, const ckpt_t *ck, char *err, size_t errl
 
 diff_batch_t *diff_actor_sample(diff_t *d, const Rlx__WorkItem *it, uint32_t actor_id,
                                 uint64_t first_seq, uint64_t version, uint64_t seed,
-                                const char **why) {
+                                void (*tick)(void *), void *tick_arg, const char **why) {
     const Rlx__DiffusionSpec *sp = it->diffusion;
     int P = (int)it->n_prompts, k = it->samples_per_prompt ? (int)it->samples_per_prompt : 1;
     int D = d->cfg.x_dim, S = sp ? (int)sp->steps : 0;
@@ -122,6 +122,8 @@ diff_batch_t *diff_actor_sample(diff_t *d, const Rlx__WorkItem *it, uint32_t act
                 g->logpb[(size_t)(lo + i) * S + s] = lb[(size_t)s * m + i];
             }
         }
+        if (tick)
+            tick(tick_arg);
     }
     for (int s = 0; s <= S; s++)
         g->ts[s] = (uint32_t)ts[s];

@@ -3,7 +3,8 @@
 // denoising chains a WorkItem with WorkItem.diffusion asks for (diff_sample, stochastic DDIM
 // with log P_F / log P_B per step), as one TrajectoryBatch of DiffusionTrajectories
 // (diff_traj.h). An item is sampled whole between socket polls (small denoisers: a group of
-// chains takes milliseconds to a fraction of a second).
+// chains takes milliseconds to a fraction of a second); tick, if not NULL, is called between
+// chunks of DIFF_ACTOR_CHUNK chains so that a long item can keep the session alive.
 #ifndef RLX_DIFFUSION_ACTOR_H
 #define RLX_DIFFUSION_ACTOR_H
 
@@ -27,7 +28,7 @@ int diff_actor_install(diff_t **policy, const ckpt_t *ck, char *err, size_t errl
 // NULL with *why when the item cannot be sampled (shape/steps/labels do not fit the policy).
 diff_batch_t *diff_actor_sample(diff_t *d, const Rlx__WorkItem *it, uint32_t actor_id,
                                 uint64_t first_seq, uint64_t version, uint64_t seed,
-                                const char **why);
+                                void (*tick)(void *), void *tick_arg, const char **why);
 // The TrajectoryBatch envelope (valid until diff_batch_destroy), its trajectories and the
 // denoising steps over all of them.
 Rlx__Envelope *diff_batch_envelope(diff_batch_t *b);

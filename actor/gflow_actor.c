@@ -35,7 +35,7 @@ int gflow_actor_install(gfn_policy_t **policy, const ckpt_t *ck, char *err, size
 
 gflow_batch_t *gflow_actor_sample(gfn_policy_t *p, const Rlx__WorkItem *it, uint32_t actor_id,
                                   uint64_t first_seq, uint64_t version, uint64_t seed,
-                                  const char **why) {
+                                  void (*tick)(void *), void *tick_arg, const char **why) {
     const Rlx__GflowEnv *e = it->gflow;
     int P = (int)it->n_prompts, k = it->samples_per_prompt ? (int)it->samples_per_prompt : 1;
     if (!e || !e->env || strcmp(e->env, "hypergrid") != 0) {
@@ -87,6 +87,8 @@ gflow_batch_t *gflow_actor_sample(gfn_policy_t *p, const Rlx__WorkItem *it, uint
         memcpy(g->b->logpf + at, chunk->logpf, cnt * sizeof *chunk->logpf);
         memcpy(g->b->logpb + at, chunk->logpb, cnt * sizeof *chunk->logpb);
         memcpy(g->b->logr + lo, chunk->logr, (size_t)m * sizeof *chunk->logr);
+        if (tick)
+            tick(tick_arg);
     }
     gfn_batch_destroy(&chunk);
     g->b->n = n;

@@ -25,9 +25,11 @@ int gflow_actor_install(gfn_policy_t **policy, const ckpt_t *ck, char *err, size
 // Samples it's prompts * samples_per_prompt trajectories with p (trajectory ids
 // (actor_id, first_seq ..), policy_version version, sampling seed). NULL with *why when the
 // item cannot be sampled (another environment than the policy's, too many trajectories).
+// tick, if not NULL, is called after each chunk of the policy's max_traj trajectories, so
+// that a long item can keep the session alive.
 gflow_batch_t *gflow_actor_sample(gfn_policy_t *p, const Rlx__WorkItem *it, uint32_t actor_id,
                                   uint64_t first_seq, uint64_t version, uint64_t seed,
-                                  const char **why);
+                                  void (*tick)(void *), void *tick_arg, const char **why);
 // The TrajectoryBatch envelope (valid until gflow_batch_destroy), its trajectories and their
 // transitions.
 Rlx__Envelope *gflow_batch_envelope(gflow_batch_t *b);

@@ -67,6 +67,11 @@ static void make_work(work_t *w, const hub_config_t *hc, int np, int k) {
     hub_diff_work(hc, &w->it, &w->spec, w->labels, w->shape);
 }
 
+// The actor's keep-alive hook: counts calls.
+static void count_tick(void *arg) {
+    ++*(int *)arg;
+}
+
 // Sampled chains: through the wire unchanged, accepted by hub and learner, equal to a direct
 // diff_sample with the same streams; the ScoreItem's payload is x_0.
 static void test_roundtrip(void) {
@@ -75,8 +80,10 @@ static void test_roundtrip(void) {
     work_t w;
     make_work(&w, &hc, 2, 3);
     const char *why = NULL;
-    diff_batch_t *b = diff_actor_sample(d, &w.it, 7, 100, 4, 99, &why);
+    int ticks = 0;
+    diff_batch_t *b = diff_actor_sample(d, &w.it, 7, 100, 4, 99, count_tick, &ticks, &why);
     TU_CHECK(b != NULL, "actor refused a valid item: %s", why ? why : "?");
+    TU_CHECK(!b || ticks == 1, "%d keep-alive ticks for one chunk, want 1", ticks);
     if (!b) {
         diff_destroy(&d);
         return;
@@ -144,16 +151,16 @@ static void test_roundtrip(void) {
     work_t w2;
     make_work(&w2, &hc, 1, 1);
     w2.spec.steps = T_TRAIN; // > T-1
-    TU_CHECK(!diff_actor_sample(d, &w2.it, 7, 0, 1, 1, &why), "steps T accepted");
+    TU_CHECK(!diff_actor_sample(d, &w2.it, 7, 0, 1, 1, NULL, NULL, &why), "steps T accepted");
     make_work(&w2, &hc, 1, 1);
     w2.shape[1] = 3; // 2x3 != D
-    TU_CHECK(!diff_actor_sample(d, &w2.it, 7, 0, 1, 1, &why), "shape 2x3 accepted");
+    TU_CHECK(!diff_actor_sample(d, &w2.it, 7, 0, 1, 1, NULL, NULL, &why), "shape 2x3 accepted");
     make_work(&w2, &hc, 1, 1);
     w2.labels[0] = CLASSES; // no such class
-    TU_CHECK(!diff_actor_sample(d, &w2.it, 7, 0, 1, 1, &why), "class %d accepted", CLASSES);
+    TU_CHECK(!diff_actor_sample(d, &w2.it, 7, 0, 1, 1, NULL, NULL, &why), "class %d accepted", CLASSES);
     make_work(&w2, &hc, 1, 1);
     w2.it.samples_per_prompt = 1u << 17; // too many chains
-    TU_CHECK(!diff_actor_sample(d, &w2.it, 7, 0, 1, 1, &why), "2^17 chains accepted");
+    TU_CHECK(!diff_actor_sample(d, &w2.it, 7, 0, 1, 1, NULL, NULL, &why), "2^17 chains accepted");
     diff_destroy(&d);
 }
 

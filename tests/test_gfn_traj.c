@@ -19,6 +19,11 @@
 #include "testutil.h"
 
 // Wire form of sampled trajectories: checked, converted back identically.
+// The actor's keep-alive hook: counts calls.
+static void count_tick(void *arg) {
+    ++*(int *)arg;
+}
+
 static void test_roundtrip(int D, int H) {
     gfn_grid_t g = gfn_grid(D, H);
     gfn_policy_config_t pc = gfn_policy_defaults();
@@ -208,26 +213,32 @@ static void test_actor_blob(void) {
     it.work_id = 9;
     it.n_prompts = 1;
     it.prompts = &prp;
-    it.samples_per_prompt = 20; // more than the policy's chunk of 8
+    it.samples_per_prompt = 70; // more than the actor's chunk (GFLOW_ACTOR_CHUNK, 64)
     hub_gflow_work(&hc, &it, &env);
     const char *why = NULL;
-    gflow_batch_t *gb = q ? gflow_actor_sample(q, &it, 4, 100, 7, 5, &why) : NULL;
+    int ticks = 0;
+    gflow_batch_t *gb =
+        q ? gflow_actor_sample(q, &it, 4, 100, 7, 5, count_tick, &ticks, &why) : NULL;
     TU_CHECK(gb != NULL, "actor refused the item: %s", why ? why : "?");
+    int chunks = q ? (70 + q->max_traj - 1) / q->max_traj : 0;
+    TU_CHECK(!gb || (chunks == 2 && ticks == 2),
+             "%d keep-alive ticks for 70 trajectories in chunks of %d", ticks, q ? q->max_traj : 0);
     if (gb) {
         const Rlx__TrajectoryBatch *tb = gflow_batch_envelope(gb)->trajectory_batch;
         int bad = 0;
         for (size_t i = 0; i < tb->n_trajectories; i++) {
             const Rlx__Trajectory *t = tb->trajectories[i];
             bad += hub_gflow_check(&hc, t) != NULL || t->id->seq != 100 + i ||
-                   t->group_index != i || t->group_size != 20 || t->policy_version != 7 ||
+                   t->group_index != i || t->group_size != 70 || t->policy_version != 7 ||
                    t->work_id != 9;
         }
-        TU_CHECK(tb->n_trajectories == 20 && bad == 0, "%zu trajectories, %d bad",
+        TU_CHECK(tb->n_trajectories == 70 && bad == 0, "%zu trajectories, %d bad",
                  tb->n_trajectories, bad);
         gflow_batch_destroy(&gb);
     }
     env.ndim = 2; // another environment than the policy's
-    TU_CHECK(!q || !gflow_actor_sample(q, &it, 4, 1, 7, 5, &why), "sampled another grid");
+    TU_CHECK(!q || !gflow_actor_sample(q, &it, 4, 1, 7, 5, NULL, NULL, &why),
+             "sampled another grid");
     ckpt_destroy(&ck);
     free(blob);
     gfn_policy_destroy(&q);
