@@ -150,11 +150,17 @@ int wire_encode(wire_t *self, const Rlx__Envelope *env, uint8_t **buf, size_t *l
     Rlx__Envelope copy;
     stamp(self, env, &copy);
     size_t size = rlx__envelope__get_packed_size(&copy);
-    if (size > wire_max_size(self))
+    if (size > wire_max_size(self)) {
+        if (self)
+            self->stats.send_failed++;
         return too_large_to_send(self, why, env, size, wire_max_size(self));
+    }
     uint8_t *out = malloc(size ? size : 1);
-    if (!out)
+    if (!out) {
+        if (self)
+            self->stats.send_failed++;
         return refuse(self, why, WIRE_ERR_NOMEM, size, 0, 0, "no memory for %zu bytes", size);
+    }
     size_t packed = rlx__envelope__pack(&copy, out);
     assert(packed == size);
     sent(self, env, &copy, size);
@@ -171,8 +177,11 @@ int wire_encode_into(wire_t *self, const Rlx__Envelope *env, uint8_t *buf, size_
     stamp(self, env, &copy);
     size_t size = rlx__envelope__get_packed_size(&copy);
     size_t limit = wire_max_size(self) < cap ? wire_max_size(self) : cap;
-    if (size > limit)
+    if (size > limit) {
+        if (self)
+            self->stats.send_failed++;
         return too_large_to_send(self, why, env, size, limit);
+    }
     size_t packed = rlx__envelope__pack(&copy, buf);
     assert(packed == size);
     sent(self, env, &copy, size);
@@ -377,8 +386,8 @@ static int version_refusal(wire_t *self, wire_error_t *why, size_t len, uint64_t
                   (unsigned long long)got, WIRE_PROTOCOL_VERSION);
 }
 
-int wire_decode(wire_t *self, const uint8_t *buf, size_t len, Rlx__Envelope **out,
-                wire_error_t *why) {
+static int decode(wire_t *self, const uint8_t *buf, size_t len, Rlx__Envelope **out,
+                  wire_error_t *why) {
     assert(out && (buf || len == 0));
     *out = NULL;
     if (self)
@@ -435,6 +444,14 @@ int wire_decode(wire_t *self, const uint8_t *buf, size_t len, Rlx__Envelope **ou
     return WIRE_OK;
 }
 
+int wire_decode(wire_t *self, const uint8_t *buf, size_t len, Rlx__Envelope **out,
+                wire_error_t *why) {
+    int rc = decode(self, buf, len, out, why);
+    if (rc != WIRE_OK && self)
+        self->stats.refused++;
+    return rc;
+}
+
 void wire_free(Rlx__Envelope **env_p) {
     if (!env_p || !*env_p)
         return;
@@ -470,8 +487,8 @@ static int send_failure(wire_t *self, wire_error_t *why, int err, size_t size) {
     }
 }
 
-int wire_send(wire_t *self, void *socket, const wire_peer_t *to, const Rlx__Envelope *env,
-              wire_error_t *why) {
+static int send_env(wire_t *self, void *socket, const wire_peer_t *to,
+                    const Rlx__Envelope *env, wire_error_t *why) {
     assert(socket);
     int is_router = 0;
     int rc = socket_is_router(self, socket, why, &is_router);
@@ -503,6 +520,14 @@ int wire_send(wire_t *self, void *socket, const wire_peer_t *to, const Rlx__Enve
     }
     sent(self, env, &copy, size);
     return WIRE_OK;
+}
+
+int wire_send(wire_t *self, void *socket, const wire_peer_t *to, const Rlx__Envelope *env,
+              wire_error_t *why) {
+    int rc = send_env(self, socket, to, env, why);
+    if (rc != WIRE_OK && self)
+        self->stats.send_failed++;
+    return rc;
 }
 
 int wire_recv(wire_t *self, void *socket, int timeout_ms, wire_peer_t *from, Rlx__Envelope **out,
@@ -549,6 +574,8 @@ int wire_recv(wire_t *self, void *socket, int timeout_ms, wire_peer_t *from, Rlx
             else
                 rc = refuse(self, why, WIRE_ERR_TRANSPORT, 0, 0, 0, "zmq_msg_recv: %s",
                             zmq_strerror(err));
+            if (rc == WIRE_ERR_TRANSPORT && self)
+                self->stats.refused++;
             goto cleanup;
         }
         nframes++;
@@ -570,6 +597,8 @@ int wire_recv(wire_t *self, void *socket, int timeout_ms, wire_peer_t *from, Rlx
         size_t total = zmq_msg_size(&payload) + extra_bytes;
         if (self)
             self->stats.bytes_received += total;
+        if (self)
+            self->stats.refused++;
         rc = refuse(self, why, WIRE_ERR_FRAMES, total, 0, 0,
                     "message of %d frames, expected %d: send one Envelope per message, one "
                     "frame, from a DEALER socket (no REQ, no delimiter frame)",

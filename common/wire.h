@@ -65,6 +65,9 @@ typedef struct {
     uint64_t bytes_sent;             // bytes of those envelopes
     uint64_t bytes_received;         // bytes of every message looked at, accepted or not
     uint64_t errors[WIRE_ERR_COUNT]; // by wire_rc_t (errors[WIRE_OK] stays 0)
+    uint64_t refused;     // received messages refused (wire_decode, wire_recv; not timeouts)
+    uint64_t send_failed; // wire_send / wire_encode calls that failed (peer gone, queue full,
+                          // too large): counted in errors[] by code too, never in refused
 } wire_stats_t;
 
 // A ZeroMQ routing identity (the peer of a ROUTER socket).
@@ -90,7 +93,8 @@ const char *wire_run_id(const wire_t *self);
 // Seq stamped on the last envelope this endpoint encoded or sent (0 before any).
 uint64_t wire_last_seq(const wire_t *self);
 const wire_stats_t *wire_stats(const wire_t *self);
-// Errors counted so far, over every kind except WIRE_ERR_TIMEOUT and WIRE_ERR_INTERRUPTED.
+// Errors counted so far, over every kind except WIRE_ERR_TIMEOUT, WIRE_ERR_INTERRUPTED and
+// WIRE_ERR_AGAIN, received and sent alike (stats.refused and stats.send_failed split them).
 uint64_t wire_error_total(const wire_t *self);
 
 // ---- bytes ------------------------------------------------------------------------------

@@ -128,7 +128,7 @@ typedef struct {
 static void save_checkpoint(const diff_t *d, const drl_t *r, const char *dir,
                             const learner_counts_t *cnt, const hub_counters_t *hc) {
     char path[4096], err[512];
-    diff_state_t ds = {.st = {.magic = "RLXLRN2", .counts = *cnt},
+    diff_state_t ds = {.st = {.magic = "RLXLRN3", .counts = *cnt},
                        .denoiser_step = d->net->ps.step,
                        .flow_step = r->flow ? r->flow->ps.step : -1};
     ds.st.counts.hub_prev = *hc;
@@ -221,7 +221,7 @@ static int diff_resume(diff_t *d, drl_t *r, const char *dir, learner_counts_t *c
     if (!ck) {
         snprintf(err, errlen, "%s", e2);
     } else if (ckpt_kind(ck) != DIFF_STATE_KIND || ckpt_config(ck)[0] != 1 || !ds ||
-               n != sizeof *ds || memcmp(ds->st.magic, "RLXLRN2", 8) != 0) {
+               n != sizeof *ds || memcmp(ds->st.magic, "RLXLRN3", 8) != 0) {
         snprintf(err, errlen,
                  "learner_state.ckpt: not a diffusion learner state (another version?)");
     } else if (ds->denoiser_step != d->net->ps.step ||

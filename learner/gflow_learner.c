@@ -101,7 +101,7 @@ static int save_checkpoint(const gfn_policy_t *p, const char *dir, const learner
                            const hub_counters_t *hc) {
     char path[4096], err[512];
     snprintf(path, sizeof path, "%s/learner.ckpt", dir);
-    learner_state_t st = {.magic = "RLXLRN2", .counts = *cnt};
+    learner_state_t st = {.magic = "RLXLRN3", .counts = *cnt};
     st.counts.hub_prev = *hc;
     if (gfn_ckpt_save(p, path, 1, &st, sizeof st, err, sizeof err) != 0) {
         fprintf(stderr, "rlx-learner: checkpoint not written: %s\n", err);
@@ -194,7 +194,7 @@ int gflow_learner_run(const learner_config_t *c) {
             if (!ck || gfn_ckpt_load(p, ck, err, sizeof err) != 0) {
                 fprintf(stderr, "rlx-learner: cannot resume from %s: %s\n", path, err);
                 ok = 0;
-            } else if (st && n == sizeof *st && !memcmp(st->magic, "RLXLRN2", 8)) {
+            } else if (st && n == sizeof *st && !memcmp(st->magic, "RLXLRN3", 8)) {
                 cnt = st->counts;
                 printf("rlx-learner: resumed from %s at step %lld\n", path, (long long)cnt.step);
             }

@@ -400,7 +400,8 @@ static uint64_t in_flight(const hub_loop_t *s) {
 static hub_counters_t counters(const hub_loop_t *s) {
     hub_counters_t k = s->n;
     k.in_flight = in_flight(s);
-    k.wire_errors = wire_error_total(s->wire);
+    k.wire_errors = wire_stats(s->wire)->refused;
+    k.send_failures = wire_stats(s->wire)->send_failed;
     k.work_queue = 0;
     for (int i = 0; i < s->n_works; i++)
         k.work_queue += s->works[i]->state == WORK_OUT;
@@ -752,6 +753,7 @@ static void send_status(hub_loop_t *s, const worker_t *w) {
         {"delivered", k.delivered},           {"dropped_invalid", k.dropped_invalid},
         {"dropped_score", k.dropped_score},   {"dropped_shutdown", k.dropped_shutdown},
         {"duplicates", k.duplicates},         {"wire_errors", k.wire_errors},
+        {"send_failures", k.send_failures},
         {"late_replies", k.late_replies},     {"expired_work", k.expired_work},
         {"score_requeues", k.score_requeues}, {"bad_requests", s->bad_requests},
         {"not_joined", s->not_joined},        {"weight_chunks_sent", s->chunks_sent},

@@ -90,7 +90,8 @@ typedef struct {
     uint64_t dropped_shutdown; // still unscored or undelivered when hub_drain gave up
     uint64_t duplicates;       // already-seen TrajectoryIds (not counted as sampled)
     uint64_t in_flight;        // received, not yet delivered or dropped
-    uint64_t wire_errors;      // messages refused by the wire layer
+    uint64_t wire_errors;      // received messages refused by the wire layer (malformed, ...)
+    uint64_t send_failures;    // sends that failed, mostly to workers that just died
     uint32_t work_queue;       // work items out at actors
     uint32_t score_queue;      // trajectories waiting for or in scoring
     uint32_t learner_queue;    // scored trajectories waiting for hub_take

@@ -397,7 +397,7 @@ static int save_checkpoint(const gpt_t *m, const char *dir, const learner_counts
                            const hub_counters_t *hc, const tgfn_logz_t *logz) {
     char path[4096], err[512];
     snprintf(path, sizeof path, "%s/learner.ckpt", dir);
-    learner_state_t st = {.magic = "RLXLRN2", .counts = *cnt};
+    learner_state_t st = {.magic = "RLXLRN3", .counts = *cnt};
     st.counts.hub_prev = *hc;
     size_t zn = logz ? tgfn_logz_bytes(logz) : 0;
     char *extra = rlx_xcalloc(1, sizeof st + zn, "checkpoint state");
@@ -513,7 +513,7 @@ int learner_run(const learner_config_t *c) {
         } else if (resuming) {
             uint64_t n = 0;
             const learner_state_t *st = ckpt_section(ck, "extra", &n);
-            if (st && n >= sizeof *st && !memcmp(st->magic, "RLXLRN2", 8)) {
+            if (st && n >= sizeof *st && !memcmp(st->magic, "RLXLRN3", 8)) {
                 cnt = st->counts;
                 if (tb) { // the log Z table follows the learner state
                     tgfn_logz_init(&logz, task.n_prompts, 0.0f);

@@ -40,6 +40,7 @@ void learner_add_earlier_runs(hub_counters_t *k, const hub_counters_t *prev) {
     k->dropped_shutdown += prev->dropped_shutdown;
     k->duplicates += prev->duplicates;
     k->wire_errors += prev->wire_errors;
+    k->send_failures += prev->send_failures;
     k->late_replies += prev->late_replies;
     k->expired_work += prev->expired_work;
     k->score_requeues += prev->score_requeues;
@@ -100,12 +101,13 @@ void learner_write_summary(FILE *metrics, const learner_counts_t *cnt, const hub
             "{\"summary\": true, \"step\": %lld, \"sampled\": %llu, \"trained\": %lld, "
             "\"dropped_stale\": %lld, \"dropped_invalid\": %lld, \"dropped_score\": %llu, "
             "\"dropped_shutdown\": %lld, \"duplicates\": %llu, \"in_flight\": %llu, "
-            "\"wire_errors\": %llu, \"score_requeues\": %llu, \"expired_work\": %llu, "
-            "\"elapsed_s\": %.2f}\n",
+            "\"wire_errors\": %llu, \"send_failures\": %llu, \"score_requeues\": %llu, "
+            "\"expired_work\": %llu, \"elapsed_s\": %.2f}\n",
             (long long)cnt->step, (unsigned long long)sampled, (long long)cnt->trained,
             (long long)cnt->dropped_stale, dinv, (unsigned long long)hc->dropped_score, dshut,
             (unsigned long long)hc->duplicates, (unsigned long long)in_flight,
-            (unsigned long long)hc->wire_errors, (unsigned long long)hc->score_requeues,
+            (unsigned long long)hc->wire_errors, (unsigned long long)hc->send_failures,
+            (unsigned long long)hc->score_requeues,
             (unsigned long long)hc->expired_work, elapsed_s);
     fflush(metrics);
     printf("summary: sampled %llu trained %lld dropped_stale %lld dropped_invalid %lld "

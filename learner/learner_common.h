@@ -27,7 +27,7 @@ typedef struct {
 
 // Checkpoint extra section: learner state for --resume.
 typedef struct {
-    char magic[8];           // "RLXLRN2\0"
+    char magic[8];           // "RLXLRN3\0" (2: without hub send_failures)
     learner_counts_t counts; // counters at the time of the checkpoint
 } learner_state_t;
 

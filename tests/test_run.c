@@ -492,12 +492,16 @@ static void test_e2e(void) {
 
 // ---- faults: kill -9 of workers mid-run, late joiners ------------------------------------------
 
+#define RESUMED_SAMPLES 3000 // trajectories the resumed run of test_faults trains on
+
 static void test_faults(void) {
     make_task_and_model(0);
     procs_t ps = {0};
-    // Deadlines short enough for a test: a silent worker is dead after 3 x 200 ms.
+    // Deadlines short enough for a test: a silent worker is dead after 3 x 200 ms. No sample
+    // budget before the SIGTERM (a fast machine would spend any fixed one before the faults
+    // are over); the resumed run gets one (RESUMED_SAMPLES more than the checkpoint's).
     const char *largs[] = {"--batch", "32", "--k", "4", "--steps", "100000", "--max-samples",
-                           "12000", "--max-learner-queue", "256", "--max-in-flight", "512",
+                           "100000000", "--max-learner-queue", "256", "--max-in-flight", "512",
                            "--work-deadline-ms", "3000", "--score-deadline-ms", "3000",
                            "--score-batch", "8", "--eval-every", "0", "--lr", "1e-4",
                            "--max-lag", "64", NULL};
@@ -568,8 +572,14 @@ static void test_faults(void) {
     printf("step %.0f: learner stopped by SIGTERM (sampled %.0f), resumed\n", s3,
            jnum(mid, "sampled"));
     json_object_put(mid);
+    // samples (trained) count on from the checkpoint: 32 a step
+    double budget = s3 * 32 + RESUMED_SAMPLES;
+    char budget_s[32];
+    snprintf(budget_s, sizeof budget_s, "%.0f", budget);
     args_t resumed = {0};
     addv(&resumed, largs);
+    add(&resumed, "--max-samples"); // the later option wins
+    add(&resumed, budget_s);
     add(&resumed, "--resume");
     learner = run_learner(&ps, 5872, (const char *const *)resumed.v);
     args_free(&resumed);
@@ -583,8 +593,8 @@ static void test_faults(void) {
     check_metrics_lines(M);
     check_accounting(M);
     json_object *s = last_line_with(M, "summary");
-    TU_CHECK(jnum(s, "trained") >= 12000 - 64 - jnum(s, "dropped_stale"), "trained %.0f of 12000",
-             jnum(s, "trained"));
+    TU_CHECK(jnum(s, "trained") >= budget - 64 - jnum(s, "dropped_stale"), "trained %.0f of %.0f",
+             jnum(s, "trained"), budget);
     TU_CHECK(jnum(s, "score_requeues") > 0, "no score request was requeued: did reward-0 hold "
              "any when it was killed?");
     TU_CHECK(jnum(s, "expired_work") > 0, "no work item expired: did actor-0 hold any?");

@@ -647,6 +647,10 @@ static void test_refusals(void) {
     TU_CHECK(wire_error_code(WIRE_ERR_VERSION) == RLX__ERROR_CODE__ERROR_CODE_VERSION &&
                  wire_error_code(WIRE_ERR_FRAMES) == RLX__ERROR_CODE__ERROR_CODE_MALFORMED,
              "error code mapping");
+    TU_CHECK(wire_stats(w)->refused == wire_error_total(w) - wire_stats(w)->send_failed,
+             "refused %llu = errors %llu - failed sends %llu",
+             (unsigned long long)wire_stats(w)->refused, (unsigned long long)wire_error_total(w),
+             (unsigned long long)wire_stats(w)->send_failed);
     printf("refusals: %llu counted, all under the right kind\n",
            (unsigned long long)wire_error_total(w));
     free(full);
@@ -772,6 +776,10 @@ static void test_zmq_loopback(void) {
     TU_CHECK(wire_send(probe, server.socket, &nobody, &bye, NULL) == WIRE_ERR_UNREACHABLE,
              "send to an unknown peer is unreachable");
     TU_CHECK(wire_stats(probe)->errors[WIRE_ERR_UNREACHABLE] == 1, "unreachable counted");
+    TU_CHECK(wire_stats(probe)->send_failed == 1 && wire_stats(probe)->refused == 0,
+             "a failed send counts as send_failed (%llu), not refused (%llu)",
+             (unsigned long long)wire_stats(probe)->send_failed,
+             (unsigned long long)wire_stats(probe)->refused);
     wire_destroy(&probe);
 
     pthread_t thread;
