@@ -611,6 +611,7 @@ typedef struct {
     double sps;            // samples_per_s
     double reward, eval;   // reward_mean, eval_accuracy (last seen)
     double eval_first;     // the first eval_accuracy seen (the model before RL), NAN until then
+    double l1, diversity;  // GFlowNets' exact l1, diffusion's diversity (last seen)
     double lag_mean, lag_max;
     double q_work, q_score, q_learner; // queue depths, if the learner reports them
     double t_first, samples_first;     // for samples/s when samples_per_s is absent
@@ -1015,6 +1016,7 @@ static void metrics_init(metrics_t *m, const char *path) {
     m->path = xstrdup(path);
     m->step = m->samples = m->sps = m->reward = m->eval = m->lag_mean = m->lag_max = NAN;
     m->q_work = m->q_score = m->q_learner = m->eval_first = NAN;
+    m->l1 = m->diversity = NAN;
     struct stat st;
     if (stat(path, &st) == 0) { // an earlier run's lines (e.g. before --resume): not ours
         m->skip_valid = 1;
@@ -1064,6 +1066,8 @@ static void metrics_line(metrics_t *m, const char *line) {
     jnum(o, "samples_per_s", &m->sps);
     jnum(o, "reward_mean", &m->reward);
     jnum(o, "eval_accuracy", &m->eval);
+    jnum(o, "l1", &m->l1);
+    jnum(o, "diversity", &m->diversity);
     if (isnan(m->eval_first) && !isnan(m->eval))
         m->eval_first = m->eval;
     jnum(o, "lag_mean", &m->lag_mean);
@@ -1152,6 +1156,10 @@ static void progress_text(const launcher_t *L, char *out, size_t cap) {
                 ADD(" | reward %.3f", m->reward);
             if (!isnan(m->eval))
                 ADD(" | eval %.3f", m->eval);
+            if (!isnan(m->l1))
+                ADD(" | l1 %.4f", m->l1);
+            if (!isnan(m->diversity))
+                ADD(" | diversity %.3f", m->diversity);
             if (!isnan(m->lag_mean))
                 ADD(" | lag %.2f/%.0f", m->lag_mean, isnan(m->lag_max) ? 0.0 : m->lag_max);
             if (!isnan(m->q_work) || !isnan(m->q_score) || !isnan(m->q_learner)) {
