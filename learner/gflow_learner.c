@@ -244,10 +244,11 @@ int gflow_learner_run(const learner_config_t *c) {
                           .step = cnt.step,
                           .max_lag = c->max_lag,
                           .cnt = &cnt};
+        int signalled = learner_stop_any_rank();
         if (rank == 0) {
             if (!finish)
                 learner_collect(&src, c->batch, &b->n, &cnt, gflow_add, &ga);
-            stop = finish || learner_stop_signal() || b->n < c->batch;
+            stop = finish || signalled || learner_stop_signal() || b->n < c->batch;
             if (stop && b->n > 0) {
                 cnt.dropped_shutdown += b->n; // a partial batch is not trained on
                 b->n = 0;

@@ -684,6 +684,7 @@ int learner_run(const learner_config_t *c) {
         b.n = b.ntok = b.nlp = 0;
         double lag_sum = 0;
         int lag_max = 0;
+        int signalled = learner_stop_any_rank();
         if (rank == 0) {
             // Collect at least `batch` trainable trajectories (whole groups).
             learner_source_t src = {
@@ -698,7 +699,7 @@ int learner_run(const learner_config_t *c) {
                              .lag_max = &lag_max};
             if (!finish)
                 learner_collect(&src, c->batch, &b.n, &cnt, text_add, &ta);
-            stop = finish || learner_stop_signal() || b.n < c->batch;
+            stop = finish || signalled || learner_stop_signal() || b.n < c->batch;
             if (stop && b.n > 0) {
                 cnt.dropped_shutdown += b.n; // a partial batch is not trained on
                 b.n = 0;

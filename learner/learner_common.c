@@ -5,6 +5,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <mpi.h>
+
 #include "util.h"
 
 static volatile sig_atomic_t stop_signal = 0;
@@ -26,6 +28,12 @@ void learner_signals_install(void) {
 
 int learner_stop_signal(void) {
     return (int)stop_signal;
+}
+
+int learner_stop_any_rank(void) {
+    int any = stop_signal != 0;
+    MPI_Allreduce(MPI_IN_PLACE, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    return any;
 }
 
 int learner_stop_by_parent(void) {

@@ -35,6 +35,9 @@ typedef struct {
 void learner_signals_install(void);
 // The signal that asked to stop, or 0.
 int learner_stop_signal(void);
+// Collective (every rank calls it once per step): whether any rank was asked to stop, so a
+// signal that reached only one rank (kill of a single process) still stops the job.
+int learner_stop_any_rank(void);
 // Whether that signal came from this process's parent. Under mpirun that is the MPI runtime
 // tearing the job down (Ctrl-C or SIGTERM to mpirun itself): it sends SIGTERM to the ranks,
 // SIGKILL one second later, and no longer answers MPI_Finalize in between. (A shell that
