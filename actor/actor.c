@@ -149,14 +149,9 @@ static uint32_t free_credits(const actor_t *a) {
 // ---- session (worker_link hooks) ------------------------------------------------------------
 
 static void fill_hello(void *arg, Rlx__Hello *h) {
-    static Rlx__TrajectoryKind kinds[3] = {RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_TEXT,
-                                           RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_GFLOW,
-                                           RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_DIFFUSION};
     actor_t *a = arg;
     h->role = RLX__ROLE__ROLE_ACTOR;
     h->agent = "rlx-actor 0.1";
-    h->n_trajectory_kinds = 3;
-    h->trajectory_kinds = kinds;
     h->credits = (uint32_t)a->cfg.credits;
 }
 

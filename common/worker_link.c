@@ -84,8 +84,15 @@ static int send_hello(wlink_t *l) {
         return -1;
     if (l->hooks.on_new_socket)
         l->hooks.on_new_socket(l->arg);
+    static Rlx__TrajectoryKind kinds[3] = {RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_TEXT,
+                                           RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_GFLOW,
+                                           RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_DIFFUSION};
     Rlx__Hello h = RLX__HELLO__INIT;
     l->hooks.fill_hello(l->arg, &h);
+    if (h.n_trajectory_kinds == 0) { // every kind rlx's workers handle
+        h.n_trajectory_kinds = 3;
+        h.trajectory_kinds = kinds;
+    }
     h.worker_id = l->st.worker_id;
     h.name = l->name;
     h.pid = (uint32_t)getpid();

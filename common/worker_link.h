@@ -25,8 +25,9 @@ typedef struct {
 } wlink_config_t;
 
 typedef struct {
-    // Role-specific Hello fields (role, agent, credits, scorers, trajectory kinds); the link
-    // sets worker_id, name and pid. Required.
+    // Role-specific Hello fields (role, agent, credits, scorers); the link sets worker_id,
+    // name and pid, and trajectory_kinds to all three (text, GFlowNet, diffusion) unless the
+    // hook set them. Required.
     void (*fill_hello)(void *arg, Rlx__Hello *h);
     // Heartbeat fields beyond worker_id (credits, in_flight, policy_version). Required.
     void (*fill_heartbeat)(void *arg, Rlx__Heartbeat *hb);

@@ -64,16 +64,11 @@ static void logf_(reward_t *r, const char *fmt, ...) {
 // ---- session (worker_link hooks) --------------------------------------------------------------
 
 static void fill_hello(void *arg, Rlx__Hello *h) {
-    static Rlx__TrajectoryKind kinds[3] = {RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_TEXT,
-                                           RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_GFLOW,
-                                           RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_DIFFUSION};
     reward_t *r = arg;
     h->role = RLX__ROLE__ROLE_REWARD_WORKER;
     h->agent = "rlx-reward 0.1";
     h->n_scorers = (size_t)r->nnames;
     h->scorers = r->names;
-    h->n_trajectory_kinds = 3;
-    h->trajectory_kinds = kinds;
     h->credits = (uint32_t)r->cfg.credits;
 }
 
