@@ -18,8 +18,7 @@ int bytetok_encode_prompt(const char *text, size_t len, int *out, int cap) {
 
 // One loop for both token types: a negative int token becomes a huge uint32_t and is refused
 // as out of the vocabulary; the type test is loop-invariant (the compiler unswitches it).
-static int decode(const int *itok, const uint32_t *utok, int n, int vocab, char *out,
-                  size_t cap) {
+static int decode(const int *itok, const uint32_t *utok, int n, int vocab, char *out, size_t cap) {
     static const char repl[] = "\xEF\xBF\xBD"; // U+FFFD
     size_t k = 0;
     for (int i = 0; i < n; i++) {

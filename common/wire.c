@@ -487,8 +487,8 @@ static int send_failure(wire_t *self, wire_error_t *why, int err, size_t size) {
     }
 }
 
-static int send_env(wire_t *self, void *socket, const wire_peer_t *to,
-                    const Rlx__Envelope *env, wire_error_t *why) {
+static int send_env(wire_t *self, void *socket, const wire_peer_t *to, const Rlx__Envelope *env,
+                    wire_error_t *why) {
     assert(socket);
     int is_router = 0;
     int rc = socket_is_router(self, socket, why, &is_router);

@@ -48,8 +48,7 @@ typedef struct {
 typedef struct wlink wlink_t;
 
 // hooks and arg are kept (not copied strings: cfg's strings are copied). Dies on no memory.
-wlink_t *wlink_new(const wlink_config_t *cfg, const wlink_hooks_t *hooks, void *arg,
-                   void *zmq_ctx);
+wlink_t *wlink_new(const wlink_config_t *cfg, const wlink_hooks_t *hooks, void *arg, void *zmq_ctx);
 void wlink_destroy(wlink_t **self_p);
 
 // Sends env (stamping sender_id); a failure is logged once and returned (WIRE_ERR_*).
@@ -73,7 +72,7 @@ void wlink_heartbeat_if_due(wlink_t *l, double now);
 void wlink_bye(wlink_t *l, const char *reason);
 
 int wlink_joined(const wlink_t *l);
-int wlink_hub_left(const wlink_t *l);    // the hub said Bye
+int wlink_hub_left(const wlink_t *l);     // the hub said Bye
 int wlink_heartbeat_ms(const wlink_t *l); // current interval (Welcome may change it)
 int wlink_liveness(const wlink_t *l);
 const char *wlink_run_id(const wlink_t *l); // "" until known

@@ -110,14 +110,14 @@ typedef struct work work_t;
 
 // One accepted trajectory, held until it is delivered or dropped.
 typedef struct traj {
-    Rlx__Trajectory *t;  // detached from the actor's batch; lives in its arena
-    wire_arena_t *arena; // the actor's batch (wire arena): t's memory, held by reference
-    Rlx__ScoreItem item; // what a reward worker gets; strings point into t, prompts, config
-    float *payload;      // GFlowNet: item.payload, the terminal state one-hot; owned
-    uint32_t shape[2];   // GFlowNet: item.payload_shape [D, H]
-    group_t *group;      // the group it belongs to
-    int attempts;        // ScoreRequests it was sent in
-    struct traj *next;   // score queue link
+    Rlx__Trajectory *t;   // detached from the actor's batch; lives in its arena
+    wire_arena_t *arena;  // the actor's batch (wire arena): t's memory, held by reference
+    Rlx__ScoreItem item;  // what a reward worker gets; strings point into t, prompts, config
+    float *payload;       // GFlowNet: item.payload, the terminal state one-hot; owned
+    uint32_t shape[2];    // GFlowNet: item.payload_shape [D, H]
+    group_t *group;       // the group it belongs to
+    int attempts;         // ScoreRequests it was sent in
+    struct traj *next;    // score queue link
     char response_text[]; // text kind: the decoded response, allocated with the struct
 } traj_t;
 
@@ -750,13 +750,19 @@ static void send_status(hub_loop_t *s, const worker_t *w) {
         const char *key;
         uint64_t value;
     } named[] = {
-        {"delivered", k.delivered},           {"dropped_invalid", k.dropped_invalid},
-        {"dropped_score", k.dropped_score},   {"dropped_shutdown", k.dropped_shutdown},
-        {"duplicates", k.duplicates},         {"wire_errors", k.wire_errors},
+        {"delivered", k.delivered},
+        {"dropped_invalid", k.dropped_invalid},
+        {"dropped_score", k.dropped_score},
+        {"dropped_shutdown", k.dropped_shutdown},
+        {"duplicates", k.duplicates},
+        {"wire_errors", k.wire_errors},
         {"send_failures", k.send_failures},
-        {"late_replies", k.late_replies},     {"expired_work", k.expired_work},
-        {"score_requeues", k.score_requeues}, {"bad_requests", s->bad_requests},
-        {"not_joined", s->not_joined},        {"weight_chunks_sent", s->chunks_sent},
+        {"late_replies", k.late_replies},
+        {"expired_work", k.expired_work},
+        {"score_requeues", k.score_requeues},
+        {"bad_requests", s->bad_requests},
+        {"not_joined", s->not_joined},
+        {"weight_chunks_sent", s->chunks_sent},
     };
     enum { NN = sizeof named / sizeof named[0] };
     Rlx__RunStatus__CountersEntry e[NN], *pe[NN];
@@ -1069,8 +1075,8 @@ static int accept_traj(hub_loop_t *s, Rlx__Trajectory *t, group_t *g) {
     if (!h)
         return -1;
     memset(h, 0, sizeof *h);
-    bytetok_decode_wire(x->response_tokens, (int)x->n_response_tokens, GPT_VOCAB,
-                        h->response_text, cap);
+    bytetok_decode_wire(x->response_tokens, (int)x->n_response_tokens, GPT_VOCAB, h->response_text,
+                        cap);
     h->t = t;
     h->group = g;
     rlx__score_item__init(&h->item);
@@ -2029,8 +2035,7 @@ static int diffusion_prompts(hub_loop_t *s) {
 
 static int config_ok(const hub_config_t *c) {
     const char *bad = NULL;
-    if (!c->bind || !c->run_id ||
-        (!c->train_prompts && c->gflow_ndim <= 0 && c->diff_steps <= 0))
+    if (!c->bind || !c->run_id || (!c->train_prompts && c->gflow_ndim <= 0 && c->diff_steps <= 0))
         bad = "bind, run_id and train_prompts are required";
     else if (c->diff_steps > 0 &&
              (c->diff_shape_n < 1 || c->diff_shape_n > 4 || !(c->diff_eta > 0) ||

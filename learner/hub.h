@@ -74,7 +74,7 @@ typedef struct {
     int diff_clip_x0;           // DiffusionSpec.clip_x0
     const char *diff_target;    // unconditional: ScoreItem.target of every sample ("" = none)
     uint32_t allowed_tokens[HUB_MAX_ALLOWED]; // text: the only tokens responses may hold
-    int n_allowed_tokens;       // entries used (WorkItem.allowed_tokens); 0 = any token
+    int n_allowed_tokens; // entries used (WorkItem.allowed_tokens); 0 = any token
 } hub_config_t;
 
 // Defaults for everything but bind, run_id, train_prompts.

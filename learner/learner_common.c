@@ -115,8 +115,8 @@ void learner_write_summary(FILE *metrics, const learner_counts_t *cnt, const hub
             (long long)cnt->dropped_stale, dinv, (unsigned long long)hc->dropped_score, dshut,
             (unsigned long long)hc->duplicates, (unsigned long long)in_flight,
             (unsigned long long)hc->wire_errors, (unsigned long long)hc->send_failures,
-            (unsigned long long)hc->score_requeues,
-            (unsigned long long)hc->expired_work, elapsed_s);
+            (unsigned long long)hc->score_requeues, (unsigned long long)hc->expired_work,
+            elapsed_s);
     fflush(metrics);
     printf("summary: sampled %llu trained %lld dropped_stale %lld dropped_invalid %lld "
            "dropped_score %llu dropped_shutdown %lld in_flight %llu\n",

@@ -196,8 +196,7 @@ static int build_batch(const gpt_t *m, const tgfn_sample_t *s, int n, int *tok, 
         T = len > T ? len : T;
     }
     for (int i = 0; i < n; i++)
-        gpt_response_row(tok + i * T, tgt + i * T, T, s[i].tokens, s[i].prompt_len,
-                         s[i].resp_len);
+        gpt_response_row(tok + i * T, tgt + i * T, T, s[i].tokens, s[i].prompt_len, s[i].resp_len);
     return T;
 }
 

@@ -26,8 +26,8 @@ static int decode_both(const int *tok, int n, char *a, char *b, size_t cap) {
         u[i] = (uint32_t)tok[i];
     int ra = bytetok_decode_response(tok, n, GPT_VOCAB, a, cap);
     int rb = bytetok_decode_wire(u, n, GPT_VOCAB, b, cap);
-    TU_CHECK(ra == rb && (ra < 0 || strcmp(a, b) == 0), "int and wire decoders agree: %d %d",
-             ra, rb);
+    TU_CHECK(ra == rb && (ra < 0 || strcmp(a, b) == 0), "int and wire decoders agree: %d %d", ra,
+             rb);
     return ra;
 }
 
@@ -38,7 +38,10 @@ static void test_decode(void) {
              a);
     int special[] = {'a', GPT_TOK_BOS, 'b', GPT_TOK_PAD};
     int n = decode_both(special, 4, a, b, sizeof a);
-    TU_CHECK(n == 8 && !memcmp(a, "a\xEF\xBF\xBD" "b\xEF\xBF\xBD", 8),
+    TU_CHECK(n == 8 && !memcmp(a,
+                               "a\xEF\xBF\xBD"
+                               "b\xEF\xBF\xBD",
+                               8),
              "specials become U+FFFD: %d bytes", n);
     int oov[] = {'a', GPT_VOCAB};
     TU_CHECK(decode_both(oov, 2, a, b, sizeof a) == -1, "token >= vocab refused");

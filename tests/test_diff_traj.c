@@ -157,7 +157,8 @@ static void test_roundtrip(void) {
     TU_CHECK(!diff_actor_sample(d, &w2.it, 7, 0, 1, 1, NULL, NULL, &why), "shape 2x3 accepted");
     make_work(&w2, &hc, 1, 1);
     w2.labels[0] = CLASSES; // no such class
-    TU_CHECK(!diff_actor_sample(d, &w2.it, 7, 0, 1, 1, NULL, NULL, &why), "class %d accepted", CLASSES);
+    TU_CHECK(!diff_actor_sample(d, &w2.it, 7, 0, 1, 1, NULL, NULL, &why), "class %d accepted",
+             CLASSES);
     make_work(&w2, &hc, 1, 1);
     w2.it.samples_per_prompt = 1u << 17; // too many chains
     TU_CHECK(!diff_actor_sample(d, &w2.it, 7, 0, 1, 1, NULL, NULL, &why), "2^17 chains accepted");

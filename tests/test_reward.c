@@ -745,8 +745,8 @@ static void test_python_worker(void *ctx) {
     check_result(rep, 1, 1, 0.0f, 0, "python worker mismatch");
     check_result(rep, 1, 2, 0.0f, 1, "python worker unknown scorer");
     if (rep) {
-        TU_CHECK(rep->protocol_version == WIRE_PROTOCOL_VERSION, "python worker protocol_version %u",
-                 rep->protocol_version);
+        TU_CHECK(rep->protocol_version == WIRE_PROTOCOL_VERSION,
+                 "python worker protocol_version %u", rep->protocol_version);
         TU_CHECK(rep->sender_id == 11, "python worker sender_id %u", rep->sender_id);
         TU_CHECK(component(result_for(rep, 1, 0), "exact") == 1.0f, "python worker component");
     }

@@ -556,8 +556,7 @@ static void test_refusals(void) {
     for (uint32_t v = 1; v <= WIRE_PROTOCOL_VERSION + 1; v += WIRE_PROTOCOL_VERSION) {
         env->protocol_version = v;
         wire_encode_raw(env, &buf, &len);
-        TU_CHECK(wire_decode(w, buf, len, &out, &why) == WIRE_ERR_VERSION, "version %u refused",
-                 v);
+        TU_CHECK(wire_decode(w, buf, len, &out, &why) == WIRE_ERR_VERSION, "version %u refused", v);
         TU_CHECK(why.got_version == v && why.want_version == WIRE_PROTOCOL_VERSION,
                  "both versions reported (%u, %u)", why.got_version, why.want_version);
         char vs[16];
