@@ -23,6 +23,7 @@
 #include "diffusion_actor.h"
 #include "gflow_actor.h"
 #include "gpt.h"
+#include "item_batch.h"
 #include "sampler.h"
 #include "util.h"
 #include "wire.h"
@@ -175,12 +176,7 @@ static void on_new_socket(void *arg) {
 
 // Copies the session's counters into the actor's.
 static void sync_stats(actor_t *a) {
-    const wlink_stats_t *ls = wlink_stats(a->link);
-    a->st.hellos = ls->hellos;
-    a->st.reconnects = ls->reconnects;
-    a->st.hub_errors = ls->hub_errors;
-    a->st.wire_errors = ls->wire_errors;
-    a->st.worker_id = ls->worker_id;
+    a->st.session = *wlink_stats(a->link);
 }
 
 static void send_work_request(actor_t *a) {
@@ -628,14 +624,13 @@ static int is_stop_token(const sample_config_t *c, int t) {
 static void job_send(actor_t *a) {
     job_t *j = &a->job;
     const Rlx__WorkItem *it = j->item;
-    int n = j->n;
-    Rlx__Trajectory *tr = calloc((size_t)n, sizeof *tr);
-    Rlx__Trajectory **trp = calloc((size_t)n, sizeof *trp);
-    Rlx__TrajectoryId *ids = calloc((size_t)n, sizeof *ids);
+    int n = j->n; // = prompts * k
+    item_batch_t ib;
+    int hdr = item_batch_init(&ib, it, j->k, a->st.session.worker_id, a->st.trajectories + 1, 0);
     Rlx__TextTrajectory *tx = calloc((size_t)n, sizeof *tx);
     uint32_t *rtok = malloc(((size_t)n * j->max_new + 1) * sizeof(uint32_t));
     uint32_t *ptok = malloc(((size_t)j->poff[it->n_prompts] + 1) * sizeof(uint32_t));
-    if (!tr || !trp || !ids || !tx || !rtok || !ptok) {
+    if (hdr != 0 || !tx || !rtok || !ptok) {
         refuse_item(a, it->work_id, "out of memory building the batch");
         goto cleanup;
     }
@@ -646,9 +641,6 @@ static void job_send(actor_t *a) {
         size_t at = (size_t)i * j->max_new;
         for (int t = 0; t < len; t++)
             rtok[at + t] = (uint32_t)j->out_tok[at + t];
-        rlx__trajectory_id__init(&ids[i]);
-        ids[i].actor_id = a->st.worker_id;
-        ids[i].seq = a->st.trajectories + (uint64_t)i + 1;
         rlx__text_trajectory__init(&tx[i]);
         tx[i].n_prompt_tokens = (size_t)(j->poff[p + 1] - j->poff[p]);
         tx[i].prompt_tokens = ptok + j->poff[p];
@@ -659,32 +651,16 @@ static void job_send(actor_t *a) {
         tx[i].finish_reason = len > 0 && is_stop_token(&j->sc, j->out_tok[at + len - 1])
                                   ? RLX__FINISH_REASON__FINISH_REASON_STOP
                                   : RLX__FINISH_REASON__FINISH_REASON_LENGTH;
-        rlx__trajectory__init(&tr[i]);
-        tr[i].id = &ids[i];
-        tr[i].work_id = it->work_id;
-        tr[i].prompt_id = it->prompts[p]->prompt_id;
-        tr[i].group_index = (uint32_t)(i % j->k);
-        tr[i].group_size = (uint32_t)j->k;
-        tr[i].policy_version = j->out_ver[i];
-        tr[i].kind_case = RLX__TRAJECTORY__KIND_TEXT;
-        tr[i].text = &tx[i];
-        trp[i] = &tr[i];
+        ib.tr[i].policy_version = j->out_ver[i]; // weights may change between slices
+        ib.tr[i].kind_case = RLX__TRAJECTORY__KIND_TEXT;
+        ib.tr[i].text = &tx[i];
     }
-    Rlx__TrajectoryBatch tb = RLX__TRAJECTORY_BATCH__INIT;
-    tb.n_trajectories = (size_t)n;
-    tb.trajectories = trp;
-    tb.work_id = it->work_id;
-    Rlx__Envelope env = RLX__ENVELOPE__INIT;
-    env.body_case = RLX__ENVELOPE__BODY_TRAJECTORY_BATCH;
-    env.trajectory_batch = &tb;
-    if (send_env(a, &env) == WIRE_OK) {
+    if (send_env(a, &ib.env) == WIRE_OK) {
         a->st.items++;
         a->st.trajectories += (uint64_t)n;
     }
 cleanup:
-    free(tr);
-    free(trp);
-    free(ids);
+    item_batch_free(&ib);
     free(tx);
     free(rtok);
     free(ptok);
@@ -714,8 +690,9 @@ static void gflow_item(actor_t *a, Rlx__Envelope *env) {
     const Rlx__WorkItem *it = env->work_item;
     const char *why = "out of memory";
     uint64_t seed = it->seed ? it->seed : a->cfg.seed ^ (it->work_id * 0x9E3779B97F4A7C15ull);
-    gflow_batch_t *gb = gflow_actor_sample(a->gfn, it, a->st.worker_id, a->st.trajectories + 1,
-                                           a->st.policy_version, seed, keepalive, a, &why);
+    gflow_batch_t *gb =
+        gflow_actor_sample(a->gfn, it, a->st.session.worker_id, a->st.trajectories + 1,
+                           a->st.policy_version, seed, keepalive, a, &why);
     if (!gb) {
         refuse_item(a, it->work_id, why);
     } else if (send_env(a, gflow_batch_envelope(gb)) == WIRE_OK) {
@@ -732,8 +709,9 @@ static void diffusion_item(actor_t *a, Rlx__Envelope *env) {
     const Rlx__WorkItem *it = env->work_item;
     const char *why = "out of memory";
     uint64_t seed = it->seed ? it->seed : a->cfg.seed ^ (it->work_id * 0x9E3779B97F4A7C15ull);
-    diff_batch_t *db = diff_actor_sample(a->diff, it, a->st.worker_id, a->st.trajectories + 1,
-                                         a->st.policy_version, seed, keepalive, a, &why);
+    diff_batch_t *db =
+        diff_actor_sample(a->diff, it, a->st.session.worker_id, a->st.trajectories + 1,
+                          a->st.policy_version, seed, keepalive, a, &why);
     if (!db) {
         refuse_item(a, it->work_id, why);
     } else if (send_env(a, diff_batch_envelope(db)) == WIRE_OK) {

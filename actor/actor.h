@@ -41,6 +41,8 @@
 #include <signal.h>
 #include <stdint.h>
 
+#include "worker_link.h"
+
 #define ACTOR_MAX_BACKOFF_MS 8000
 
 typedef struct {
@@ -72,11 +74,7 @@ typedef struct {
     uint64_t chunks_bad;         // weight chunks refused (crc, size, offset, version)
     uint64_t chunks_rerequested; // chunk requests sent again (bad chunk or timeout)
     uint64_t blobs_bad;          // whole blobs refused (crc or checkpoint parse/config)
-    uint64_t reconnects;         // sockets reopened after hub silence
-    uint64_t hellos;             // Hellos sent
-    uint64_t hub_errors;         // Error messages received from the hub
-    uint64_t wire_errors;        // messages refused by the wire layer
-    uint32_t worker_id;          // assigned by Welcome (0 before)
+    wlink_stats_t session;       // the hub session: Hellos, reconnects, errors, worker_id
 } actor_stats_t;
 
 typedef struct actor actor_t;

@@ -5,9 +5,9 @@
 #include <string.h>
 
 #include "diff_traj.h"
+#include "item_batch.h"
 
 struct diff_batch {
-    int n;                        // trajectories
     int S;                        // steps per chain
     uint32_t shape[4];            // sample shape
     int nshape;                   // its entries
@@ -15,12 +15,8 @@ struct diff_batch {
     float *logpf;                 // (n, S)
     float *logpb;                 // (n, S)
     uint32_t *ts;                 // (S+1) timesteps (shared by all)
-    Rlx__DiffusionTrajectory *dx; // (n)
-    Rlx__Trajectory *tr;          // (n)
-    Rlx__Trajectory **trp;        // (n)
-    Rlx__TrajectoryId *ids;       // (n)
-    Rlx__TrajectoryBatch tb;      // the batch
-    Rlx__Envelope env;            // its envelope
+    Rlx__DiffusionTrajectory *dx; // (n) the trajectories' bodies
+    item_batch_t ib;              // headers, batch and envelope
 };
 
 int diff_actor_install(diff_t **policy, const ckpt_t *ck, char *err, size_t errlen) {
@@ -81,7 +77,6 @@ diff_batch_t *diff_actor_sample(diff_t *d, const Rlx__WorkItem *it, uint32_t act
         *why = "out of memory";
         return NULL;
     }
-    g->n = n;
     g->S = S;
     g->nshape = (int)sp->n_shape;
     for (int i = 0; i < g->nshape; i++)
@@ -91,16 +86,14 @@ diff_batch_t *diff_actor_sample(diff_t *d, const Rlx__WorkItem *it, uint32_t act
     g->logpb = malloc((size_t)n * S * sizeof *g->logpb);
     g->ts = malloc((size_t)(S + 1) * sizeof *g->ts);
     g->dx = calloc((size_t)n, sizeof *g->dx);
-    g->tr = calloc((size_t)n, sizeof *g->tr);
-    g->trp = calloc((size_t)n, sizeof *g->trp);
-    g->ids = calloc((size_t)n, sizeof *g->ids);
+    int hdr = item_batch_init(&g->ib, it, k, actor_id, first_seq, version);
     float *xs = malloc((size_t)(S + 1) * chunk * D * sizeof *xs);
     float *lf = malloc((size_t)S * chunk * sizeof *lf);
     float *lb = malloc((size_t)S * chunk * sizeof *lb);
     int *lab = malloc((size_t)chunk * sizeof *lab);
     int *ts = malloc((size_t)(S + 1) * sizeof *ts);
-    if (!g->states || !g->logpf || !g->logpb || !g->ts || !g->dx || !g->tr || !g->trp || !g->ids ||
-        !xs || !lf || !lb || !lab || !ts) {
+    if (!g->states || !g->logpf || !g->logpb || !g->ts || !g->dx || hdr != 0 || !xs || !lf || !lb ||
+        !lab || !ts) {
         free(xs), free(lf), free(lb), free(lab), free(ts);
         diff_batch_destroy(&g);
         *why = "out of memory";
@@ -133,39 +126,21 @@ diff_batch_t *diff_actor_sample(diff_t *d, const Rlx__WorkItem *it, uint32_t act
         int label = sp->n_class_labels ? sp->class_labels[pi] : DIFF_NULL_LABEL;
         diff_traj_fill(&g->dx[i], g->shape, g->nshape, S, g->states + (size_t)i * (S + 1) * D,
                        g->logpf + (size_t)i * S, g->logpb + (size_t)i * S, g->ts, label);
-        rlx__trajectory_id__init(&g->ids[i]);
-        g->ids[i].actor_id = actor_id;
-        g->ids[i].seq = first_seq + (uint64_t)i;
-        rlx__trajectory__init(&g->tr[i]);
-        g->tr[i].id = &g->ids[i];
-        g->tr[i].work_id = it->work_id;
-        g->tr[i].prompt_id = it->prompts[pi]->prompt_id;
-        g->tr[i].group_index = (uint32_t)(i % k);
-        g->tr[i].group_size = (uint32_t)k;
-        g->tr[i].policy_version = version;
-        g->tr[i].kind_case = RLX__TRAJECTORY__KIND_DIFFUSION;
-        g->tr[i].diffusion = &g->dx[i];
-        g->trp[i] = &g->tr[i];
+        g->ib.tr[i].kind_case = RLX__TRAJECTORY__KIND_DIFFUSION;
+        g->ib.tr[i].diffusion = &g->dx[i];
     }
     free(lab);
-    rlx__trajectory_batch__init(&g->tb);
-    g->tb.n_trajectories = (size_t)n;
-    g->tb.trajectories = g->trp;
-    g->tb.work_id = it->work_id;
-    rlx__envelope__init(&g->env);
-    g->env.body_case = RLX__ENVELOPE__BODY_TRAJECTORY_BATCH;
-    g->env.trajectory_batch = &g->tb;
     return g;
 }
 
 Rlx__Envelope *diff_batch_envelope(diff_batch_t *b) {
-    return &b->env;
+    return &b->ib.env;
 }
 int diff_batch_count(const diff_batch_t *b) {
-    return b->n;
+    return b->ib.n;
 }
 uint64_t diff_batch_steps(const diff_batch_t *b) {
-    return (uint64_t)b->n * (uint64_t)b->S;
+    return (uint64_t)b->ib.n * (uint64_t)b->S;
 }
 
 void diff_batch_destroy(diff_batch_t **self_p) {
@@ -177,9 +152,7 @@ void diff_batch_destroy(diff_batch_t **self_p) {
     free(g->logpb);
     free(g->ts);
     free(g->dx);
-    free(g->tr);
-    free(g->trp);
-    free(g->ids);
+    item_batch_free(&g->ib);
     free(g);
     *self_p = NULL;
 }

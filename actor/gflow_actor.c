@@ -6,20 +6,16 @@
 
 #include "gfn_ckpt.h"
 #include "gfn_traj.h"
+#include "item_batch.h"
 #include "rng.h"
 
 struct gflow_batch {
-    int n;                    // trajectories
     uint64_t transitions;     // transitions over all of them
     gfn_batch_t *b;           // (n) the sampled trajectories (logpf/logpb point here)
     float *states;            // (n, max_len + 1, D) wire states
     uint32_t *actions;        // (n, max_len) wire actions
-    Rlx__GflowTrajectory *gx; // (n)
-    Rlx__Trajectory *tr;      // (n)
-    Rlx__Trajectory **trp;    // (n)
-    Rlx__TrajectoryId *ids;   // (n)
-    Rlx__TrajectoryBatch tb;  // the batch
-    Rlx__Envelope env;        // its envelope
+    Rlx__GflowTrajectory *gx; // (n) the trajectories' bodies
+    item_batch_t ib;          // headers, batch and envelope
 };
 
 int gflow_actor_install(gfn_policy_t **policy, const ckpt_t *ck, char *err, size_t errlen) {
@@ -60,15 +56,12 @@ gflow_batch_t *gflow_actor_sample(gfn_policy_t *p, const Rlx__WorkItem *it, uint
         *why = "out of memory";
         return NULL;
     }
-    g->n = n;
     g->b = gfn_batch_new(&p->env, n);
     g->states = malloc((size_t)n * (L + 1) * D * sizeof *g->states);
     g->actions = malloc((size_t)n * L * sizeof *g->actions);
     g->gx = calloc((size_t)n, sizeof *g->gx);
-    g->tr = calloc((size_t)n, sizeof *g->tr);
-    g->trp = calloc((size_t)n, sizeof *g->trp);
-    g->ids = calloc((size_t)n, sizeof *g->ids);
-    if (!g->states || !g->actions || !g->gx || !g->tr || !g->trp || !g->ids) {
+    int hdr = item_batch_init(&g->ib, it, k, actor_id, first_seq, version);
+    if (!g->states || !g->actions || !g->gx || hdr != 0) {
         gflow_batch_destroy(&g);
         *why = "out of memory";
         return NULL;
@@ -93,39 +86,20 @@ gflow_batch_t *gflow_actor_sample(gfn_policy_t *p, const Rlx__WorkItem *it, uint
     gfn_batch_destroy(&chunk);
     g->b->n = n;
     for (int i = 0; i < n; i++) {
-        int pi = i / k;
         gfn_traj_from_batch(&p->env, g->b, i, &g->gx[i], g->states + (size_t)i * (L + 1) * D,
                             g->actions + (size_t)i * L);
         g->transitions += (uint64_t)g->b->len[i];
-        rlx__trajectory_id__init(&g->ids[i]);
-        g->ids[i].actor_id = actor_id;
-        g->ids[i].seq = first_seq + (uint64_t)i;
-        rlx__trajectory__init(&g->tr[i]);
-        g->tr[i].id = &g->ids[i];
-        g->tr[i].work_id = it->work_id;
-        g->tr[i].prompt_id = it->prompts[pi]->prompt_id;
-        g->tr[i].group_index = (uint32_t)(i % k);
-        g->tr[i].group_size = (uint32_t)k;
-        g->tr[i].policy_version = version;
-        g->tr[i].kind_case = RLX__TRAJECTORY__KIND_GFLOW;
-        g->tr[i].gflow = &g->gx[i];
-        g->trp[i] = &g->tr[i];
+        g->ib.tr[i].kind_case = RLX__TRAJECTORY__KIND_GFLOW;
+        g->ib.tr[i].gflow = &g->gx[i];
     }
-    rlx__trajectory_batch__init(&g->tb);
-    g->tb.n_trajectories = (size_t)n;
-    g->tb.trajectories = g->trp;
-    g->tb.work_id = it->work_id;
-    rlx__envelope__init(&g->env);
-    g->env.body_case = RLX__ENVELOPE__BODY_TRAJECTORY_BATCH;
-    g->env.trajectory_batch = &g->tb;
     return g;
 }
 
 Rlx__Envelope *gflow_batch_envelope(gflow_batch_t *b) {
-    return &b->env;
+    return &b->ib.env;
 }
 int gflow_batch_count(const gflow_batch_t *b) {
-    return b->n;
+    return b->ib.n;
 }
 uint64_t gflow_batch_transitions(const gflow_batch_t *b) {
     return b->transitions;
@@ -139,9 +113,7 @@ void gflow_batch_destroy(gflow_batch_t **self_p) {
     free(g->states);
     free(g->actions);
     free(g->gx);
-    free(g->tr);
-    free(g->trp);
-    free(g->ids);
+    item_batch_free(&g->ib);
     free(g);
     *self_p = NULL;
 }

@@ -278,12 +278,7 @@ static void handle(reward_t *r, Rlx__Envelope *env) {
 
 // Copies the link's counters into the worker's.
 static void sync_stats(reward_t *r) {
-    const wlink_stats_t *ls = wlink_stats(r->link);
-    r->st.hellos = ls->hellos;
-    r->st.reconnects = ls->reconnects;
-    r->st.hub_errors = ls->hub_errors;
-    r->st.wire_errors = ls->wire_errors;
-    r->st.worker_id = ls->worker_id;
+    r->st.session = *wlink_stats(r->link);
 }
 
 static void stats_line(reward_t *r, double now) {

@@ -18,34 +18,32 @@
 #include <signal.h>
 #include <stdint.h>
 
+#include "worker_link.h"
+
 #define REWARD_MAX_BACKOFF_MS 8000
 #define REWARD_MAX_SCORERS 16
 
 typedef struct {
-    const char *hub;       // ZeroMQ endpoint of the hub
-    const char *name;      // name for logs and Hello.name
-    const char *run_id;    // run to join; NULL = learn it from Welcome
-    const char *scorers;   // comma-separated scorer names; NULL = scorer_list() (or "exec")
-    const char *exec_cmd;  // external scorer command; NULL = built-ins only
+    const char *hub;        // ZeroMQ endpoint of the hub
+    const char *name;       // name for logs and Hello.name
+    const char *run_id;     // run to join; NULL = learn it from Welcome
+    const char *scorers;    // comma-separated scorer names; NULL = scorer_list() (or "exec")
+    const char *exec_cmd;   // external scorer command; NULL = built-ins only
     const char *classifier; // digit classifier checkpoint for the digit image scorers
-    int exec_timeout_ms;   // deadline per external reply
-    int credits;           // ScoreRequests held at once
-    int heartbeat_ms;      // heartbeat interval until Welcome says otherwise
-    int liveness;          // missed intervals before the hub is presumed gone (until Welcome)
-    long max_requests;     // exit after this many answered requests; 0 = until stopped
-    int stats_interval_ms; // stats line period on stderr; 0 = never
+    int exec_timeout_ms;    // deadline per external reply
+    int credits;            // ScoreRequests held at once
+    int heartbeat_ms;       // heartbeat interval until Welcome says otherwise
+    int liveness;           // missed intervals before the hub is presumed gone (until Welcome)
+    long max_requests;      // exit after this many answered requests; 0 = until stopped
+    int stats_interval_ms;  // stats line period on stderr; 0 = never
 } reward_config_t;
 
 // Counters since start.
 typedef struct {
-    uint64_t requests;    // ScoreRequests answered
-    uint64_t items;       // items scored (with or without error)
-    uint64_t item_errors; // items answered with an error
-    uint64_t reconnects;  // sockets reopened after hub silence
-    uint64_t hellos;      // Hellos sent
-    uint64_t hub_errors;  // Error messages received from the hub
-    uint64_t wire_errors; // messages refused by the wire layer
-    uint32_t worker_id;   // assigned by Welcome (0 before)
+    uint64_t requests;     // ScoreRequests answered
+    uint64_t items;        // items scored (with or without error)
+    uint64_t item_errors;  // items answered with an error
+    wlink_stats_t session; // the hub session: Hellos, reconnects, errors, worker_id
 } reward_stats_t;
 
 typedef struct reward reward_t;
