@@ -13,28 +13,28 @@
 #include "util.h"
 
 struct sampler {
-    const gpt_t *m;  // model whose current parameters are used
-    int max_batch;   // sequences per call
-    float *kcache;   // (L, max_batch, ctx, C)
-    float *vcache;   // (L, max_batch, ctx, C)
-    float *x;        // (n, C) residual stream
-    float *ln;       // (n, C)
-    float *mean;     // (n)
-    float *rstd;     // (n)
-    float *qkv;      // (n, 3C)
-    float *atty;     // (n, C)
-    float *proj;     // (n, C)
-    float *fch;      // (n, 4C)
-    float *fchg;     // (n, 4C)
-    float *logits;   // (n, V)
-    float *arena;    // the one allocation the buffers above point into
-    int *tok;        // (n) input token of each active row
-    int *seq;        // (n) sequence of each active row
-    int *pos;        // (n) position of each active row
-    double *probs;   // (V) sampling distribution scratch
-    float *sorted;   // (V) top-k scratch
-    char *allow;     // (V) the call's allowed tokens (1 = may be drawn)
-    rng_t *rng;      // (max_batch) per-sequence streams
+    const gpt_t *m; // model whose current parameters are used
+    int max_batch;  // sequences per call
+    float *kcache;  // (L, max_batch, ctx, C)
+    float *vcache;  // (L, max_batch, ctx, C)
+    float *x;       // (n, C) residual stream
+    float *ln;      // (n, C)
+    float *mean;    // (n)
+    float *rstd;    // (n)
+    float *qkv;     // (n, 3C)
+    float *atty;    // (n, C)
+    float *proj;    // (n, C)
+    float *fch;     // (n, 4C)
+    float *fchg;    // (n, 4C)
+    float *logits;  // (n, V)
+    float *arena;   // the one allocation the buffers above point into
+    int *tok;       // (n) input token of each active row
+    int *seq;       // (n) sequence of each active row
+    int *pos;       // (n) position of each active row
+    double *probs;  // (V) sampling distribution scratch
+    float *sorted;  // (V) top-k scratch
+    char *allow;    // (V) the call's allowed tokens (1 = may be drawn)
+    rng_t *rng;     // (max_batch) per-sequence streams
 };
 
 sampler_t *sampler_new(const gpt_t *m, int max_batch) {
@@ -100,14 +100,14 @@ static void step(sampler_t *s, int n) {
 
     // Embedding: each row has its own position, so look up wpe row by row.
     for (int i = 0; i < n; i++)
-        embed_forward(s->x + (size_t)i * C, &s->tok[i], w->wte, w->wpe + (size_t)s->pos[i] * C,
-                      1, 1, C);
+        embed_forward(s->x + (size_t)i * C, &s->tok[i], w->wte, w->wpe + (size_t)s->pos[i] * C, 1,
+                      1, C);
     for (int l = 0; l < L; l++) {
         size_t lc = (size_t)l * C;
         layernorm_forward(s->ln, s->mean, s->rstd, s->x, w->ln1w + lc, w->ln1b + lc, n, C);
         linear_forward(s->qkv, s->ln, w->qkvw + 3 * lc * C, w->qkvb + 3 * lc, n, C, 3 * C);
-        attention_decode_forward(s->atty, s->kcache + l * cache_l, s->vcache + l * cache_l,
-                                 s->qkv, s->seq, s->pos, n, T, C, NH);
+        attention_decode_forward(s->atty, s->kcache + l * cache_l, s->vcache + l * cache_l, s->qkv,
+                                 s->seq, s->pos, n, T, C, NH);
         linear_forward(s->proj, s->atty, w->attprojw + lc * C, w->attprojb + lc, n, C, C);
         residual_forward(s->x, s->x, s->proj, (size_t)n * C);
         layernorm_forward(s->ln, s->mean, s->rstd, s->x, w->ln2w + lc, w->ln2b + lc, n, C);
@@ -214,9 +214,9 @@ int sampler_generate(sampler_t *s, const int *prompt, const int *prompt_off, int
         nact = 0;
         for (int i = 0; i < B; i++) {
             int plen = prompt_off[i + 1] - prompt_off[i];
-            int done = out_len[i] > 0 && (is_stop(c, out_tokens[(size_t)i * c->max_new +
-                                                                out_len[i] - 1]) ||
-                                          out_len[i] == c->max_new);
+            int done = out_len[i] > 0 &&
+                       (is_stop(c, out_tokens[(size_t)i * c->max_new + out_len[i] - 1]) ||
+                        out_len[i] == c->max_new);
             if (done)
                 continue;
             int p = seqpos[i];

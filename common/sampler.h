@@ -16,14 +16,14 @@
 #define SAMPLER_MAX_STOP 8
 
 typedef struct {
-    float temperature; // 0 = greedy (argmax); logp then refers to the untempered model
-    int top_k;         // keep the k most likely tokens; 0 = all
-    int max_new;       // most tokens generated per sequence (stop token included)
+    float temperature;          // 0 = greedy (argmax); logp then refers to the untempered model
+    int top_k;                  // keep the k most likely tokens; 0 = all
+    int max_new;                // most tokens generated per sequence (stop token included)
     int stop[SAMPLER_MAX_STOP]; // tokens that end a sequence (kept in the output)
-    int n_stop;        // entries of stop used
-    uint64_t seed;     // run seed
-    const int *allowed; // (n_allowed) the only tokens that may be drawn; NULL = all
-    int n_allowed;      // entries of allowed used; 0 = all tokens
+    int n_stop;                 // entries of stop used
+    uint64_t seed;              // run seed
+    const int *allowed;         // (n_allowed) the only tokens that may be drawn; NULL = all
+    int n_allowed;              // entries of allowed used; 0 = all tokens
 } sample_config_t;
 
 typedef struct sampler sampler_t;
@@ -41,7 +41,7 @@ void sampler_destroy(sampler_t **self_p);
 // greedy picks its argmax and logp is the untempered log-softmax over it). Returns 0, or -1
 // if the arguments do not fit (nothing sampled; also an allowed token outside the vocabulary).
 int sampler_generate(sampler_t *s, const int *prompt, const int *prompt_off, int B,
-                     const sample_config_t *c, uint64_t seq_id0, int *out_tokens,
-                     float *out_logp, int *out_len);
+                     const sample_config_t *c, uint64_t seq_id0, int *out_tokens, float *out_logp,
+                     int *out_len);
 
 #endif

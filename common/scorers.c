@@ -100,8 +100,8 @@ static int score_hypergrid(const float *payload, size_t n, const uint32_t *shape
 }
 
 typedef struct {
-    const char *name;                                       // name peers ask for
-    float (*fn)(const char *, const char *, const char *);  // text: prompt, response, target
+    const char *name;                                      // name peers ask for
+    float (*fn)(const char *, const char *, const char *); // text: prompt, response, target
     int (*payload_fn)(const float *, size_t, const uint32_t *, size_t, float *, char *,
                       size_t); // payload scorers: payload, n, shape, nshape -> reward or err
 } scorer_t;
@@ -119,7 +119,9 @@ int scorer_find(const char *name) {
     return -1;
 }
 
-const char *scorer_name(int id) { return id >= 0 && id < NSCORERS ? scorers[id].name : NULL; }
+const char *scorer_name(int id) {
+    return id >= 0 && id < NSCORERS ? scorers[id].name : NULL;
+}
 
 const char *scorer_list(void) {
     return "exact,digits,seqmodes,hypergrid";

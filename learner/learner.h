@@ -22,27 +22,27 @@
 #include "rl.h"
 
 typedef struct {
-    const char *init;          // pretrained gpt checkpoint (required unless resuming)
-    const char *out;           // run directory: learner.ckpt, metrics.jsonl by default
-    const char *metrics;       // metrics JSON-lines path (default OUT/metrics.jsonl)
-    const char *replay;        // train from this trajectory log instead of live actors
-    int resume;                // continue from OUT/learner.ckpt if it exists
-    hub_config_t hub;          // the hub (bind, prompts, sampling, limits)
-    const char *eval_prompts;  // held-out prompts (TSV prompt<TAB>target); NULL = no eval
-    const char *eval_scorer;   // built-in scorer for evaluation ("exact")
-    int eval_n;                // held-out prompts per evaluation
-    int eval_every;            // evaluate every this many steps (and at start and end)
-    int batch;                 // trajectories per step (global, over all ranks)
-    int max_lag;               // drop samples more than this many versions old (-1 = never)
-    rl_config_t rl;            // objective
-    adamw_config_t opt;        // optimizer
-    int64_t steps;             // stop after this many steps
-    int64_t max_samples;       // ... or after consuming this many trajectories (0 = no limit)
-    int publish_every;         // new weights to actors every this many steps
-    int ckpt_every;            // checkpoint every this many steps (0 = only at the end)
-    int threads;               // compute threads per rank
-    uint64_t seed;             // evaluation sampling seed
-    double take_timeout_s;     // give up waiting for trajectories after this long with none
+    const char *init;         // pretrained gpt checkpoint (required unless resuming)
+    const char *out;          // run directory: learner.ckpt, metrics.jsonl by default
+    const char *metrics;      // metrics JSON-lines path (default OUT/metrics.jsonl)
+    const char *replay;       // train from this trajectory log instead of live actors
+    int resume;               // continue from OUT/learner.ckpt if it exists
+    hub_config_t hub;         // the hub (bind, prompts, sampling, limits)
+    const char *eval_prompts; // held-out prompts (TSV prompt<TAB>target); NULL = no eval
+    const char *eval_scorer;  // built-in scorer for evaluation ("exact")
+    int eval_n;               // held-out prompts per evaluation
+    int eval_every;           // evaluate every this many steps (and at start and end)
+    int batch;                // trajectories per step (global, over all ranks)
+    int max_lag;              // drop samples more than this many versions old (-1 = never)
+    rl_config_t rl;           // objective
+    adamw_config_t opt;       // optimizer
+    int64_t steps;            // stop after this many steps
+    int64_t max_samples;      // ... or after consuming this many trajectories (0 = no limit)
+    int publish_every;        // new weights to actors every this many steps
+    int ckpt_every;           // checkpoint every this many steps (0 = only at the end)
+    int threads;              // compute threads per rank
+    uint64_t seed;            // evaluation sampling seed
+    double take_timeout_s;    // give up waiting for trajectories after this long with none
     // GFlowNet mode (gflow_learner.h): set by --env; the text options above that concern the
     // model, prompts and objective are then unused.
     const char *gflow_env; // "hypergrid", or NULL for the text learner
@@ -54,15 +54,15 @@ typedef struct {
     // Diffusion mode (diffusion_learner.h): --env diffusion; --init is a diffusion checkpoint
     // (rlx-ddpm), the hub's diff_* fields say how actors sample (shape, classes and steps are
     // completed from the checkpoint when left 0).
-    const char *diff_env;      // "diffusion", or NULL
-    int diff_objective;        // DIFF_OBJ_DDPO, _DAG, _DAGKL
-    drl_config_t drl;          // objective settings (diffusion_rl.h)
-    int flow_hidden;           // DAG / DAG-KL flow mlp width
-    int flow_blocks;           // its residual blocks
-    int flow_time_dim;         // its time embedding
-    float flow_lr;             // the flow net's learning rate (0 = opt.lr)
-    const char *fl_scorer;     // local scorer of the forward-looking term (NULL = hub scorer)
-    const char *classifier;    // digit classifier: digit scorers and the class_coverage metric
+    const char *diff_env;   // "diffusion", or NULL
+    int diff_objective;     // DIFF_OBJ_DDPO, _DAG, _DAGKL
+    drl_config_t drl;       // objective settings (diffusion_rl.h)
+    int flow_hidden;        // DAG / DAG-KL flow mlp width
+    int flow_blocks;        // its residual blocks
+    int flow_time_dim;      // its time embedding
+    float flow_lr;          // the flow net's learning rate (0 = opt.lr)
+    const char *fl_scorer;  // local scorer of the forward-looking term (NULL = hub scorer)
+    const char *classifier; // digit classifier: digit scorers and the class_coverage metric
     // Text GFlowNet (--objective tb without --env; text_gfn.h): responses of
     // hub.max_new_tokens tokens of hub.allowed_tokens (--alphabet), hub.train_prompts the
     // prompts (and the scorer's targets), hub.scorer the reward (built-in: exact L1).
