@@ -293,15 +293,16 @@ typedef struct {
     uint32_t learner_queue;  // trajectories in the learner queue
     uint32_t logged;         // EV_* bits logged once
 
-    int draining;           // no new work
-    int drained;            // drain finished: everything new is dropped as shutdown
-    int take_parked;        // a TAKE waits
-    pipe_cmd_t take;        // the parked TAKE
-    int64_t take_deadline;  // when it is answered empty
-    int drain_parked;       // a DRAIN waits
-    pipe_cmd_t drain;       // the parked DRAIN
-    int64_t drain_deadline; // when it gives up waiting for scores
-    int stop;               // leave the loop
+    int draining;               // no new work
+    int drained;                // drain finished: everything new is dropped as shutdown
+    int take_parked;            // a TAKE waits
+    pipe_cmd_t take;            // the parked TAKE
+    int64_t take_deadline;      // when it is answered empty
+    int drain_parked;           // a DRAIN waits
+    pipe_cmd_t drain;           // the parked DRAIN
+    int64_t drain_deadline;     // when it gives up waiting for scores
+    int stop;                   // leave the loop
+    uint8_t allowed[GPT_VOCAB]; // text: 1 for each of c.allowed_tokens (n_allowed_tokens > 0)
 } hub_loop_t;
 
 // The learner-side handle.
@@ -1030,11 +1031,11 @@ static const char *check_traj(hub_loop_t *s, const Rlx__Trajectory *t, group_t *
         top = x->response_tokens[i] > top ? x->response_tokens[i] : top;
     if (top >= GPT_VOCAB)
         return "response token outside the vocabulary";
-    for (size_t i = 0; i < x->n_response_tokens && s->c.n_allowed_tokens > 0; i++) {
-        int ok = 0; // a short list (an alphabet): a scan, no table per item
-        for (int j = 0; j < s->c.n_allowed_tokens && !ok; j++)
-            ok = x->response_tokens[i] == s->c.allowed_tokens[j];
-        if (!ok)
+    if (s->c.n_allowed_tokens > 0) {
+        int outside = 0; // every token is < GPT_VOCAB here
+        for (size_t i = 0; i < x->n_response_tokens; i++)
+            outside |= !s->allowed[x->response_tokens[i]];
+        if (outside)
             return "response token outside the work item's allowed_tokens";
     }
     int bad = 0; // NaN fails both comparisons, so it counts as bad too
@@ -2066,6 +2067,9 @@ hub_t *hub_start(const hub_config_t *c, void *zmq_ctx) {
     if (!h || !s)
         goto fail;
     s->c = *c;
+    for (int i = 0; i < c->n_allowed_tokens; i++)
+        if (c->allowed_tokens[i] < GPT_VOCAB) // larger ones can never be matched
+            s->allowed[c->allowed_tokens[i]] = 1;
     s->bind = strdup(c->bind);
     s->run_id = strdup(c->run_id);
     s->scorer = strdup(c->scorer ? c->scorer : "exact");
