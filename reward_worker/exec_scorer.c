@@ -404,8 +404,9 @@ void exec_scorer_score(exec_scorer_t *s, const exec_item_t *items, int n, exec_r
     int next = 0, eof = 0;
     double deadline = rlx_now() + s->timeout_ms * 1e-3;
     while (next < m) {
-        // Consume every complete line already read.
-        char *nl;
+        // Consume every complete line already read. Afterwards nl is the end of the first line
+        // left (an over-long one), or NULL when that line has no end yet.
+        char *nl = NULL;
         while (next < m && s->rlen > 0 && (nl = memchr(s->rbuf, '\n', s->rlen)) != NULL) {
             size_t l = (size_t)(nl - s->rbuf);
             if (l >= EXEC_SCORER_MAX_LINE)
@@ -422,12 +423,12 @@ void exec_scorer_score(exec_scorer_t *s, const exec_item_t *items, int n, exec_r
                 goto done;
             }
             next++;
+            nl = NULL; // consumed
             deadline = rlx_now() + s->timeout_ms * 1e-3;
         }
         if (next == m)
             break;
         // The first line, complete or still growing, must stay under the limit.
-        nl = s->rlen ? memchr(s->rbuf, '\n', s->rlen) : NULL;
         if ((nl ? (size_t)(nl - s->rbuf) : s->rlen) >= EXEC_SCORER_MAX_LINE) {
             s->st.garbage++;
             s->st.oversized++;
