@@ -85,8 +85,7 @@ static double num(const char *opt, const char *s, int rank) {
 
 // Defaults of the GFlowNet modes (HyperGrid, TB on text) where the text RL ones do not fit,
 // for every option not given on the command line.
-static void gflownet_defaults(learner_config_t *c, const unsigned char *given,
-                              const char *scorer) {
+static void gflownet_defaults(learner_config_t *c, const unsigned char *given, const char *scorer) {
     if (!given['B'])
         c->batch = 16;
     if (!given['S'])
