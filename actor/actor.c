@@ -2,7 +2,7 @@
 //
 // One thread, one DEALER socket, one loop: receive and handle whatever the hub sent (never
 // waiting more than a few tens of ms), run the timers (the session's Hello retries,
-// heartbeats and hub liveness in common/worker_link, shared with the reward worker; the
+// heartbeats and hub liveness in common/net/worker_link, shared with the reward worker; the
 // weight-fetch window and timeouts, re-asking for work, the stats line), then
 // sample one slice of at most cfg.batch sequences of the current work item. Weights may
 // change between slices; every trajectory carries the version that sampled it.

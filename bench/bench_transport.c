@@ -1,5 +1,5 @@
 // bench_transport.c: rlx-bench-transport, trajectories per second through the real hub
-// (learner/hub.h) over the real protocol (proto/rlx.proto, common/wire.h), next to raw
+// (learner/hub.h) over the real protocol (proto/rlx.proto, common/net/wire.h), next to raw
 // ZeroMQ PUSH/PULL messages per second of the same size over the same transport.
 //
 // The bench plays every peer of the hub with no model at all, so that only the transport,

@@ -1,4 +1,4 @@
-// diffusion_rl.h: reward fine-tuning objectives for the diffusion policy (common/diffusion.h)
+// diffusion_rl.h: reward fine-tuning objectives for the diffusion policy (common/diffusion/diffusion.h)
 // on batches of received trajectories: DDPO (score function and PPO-clip importance sampling,
 // per-prompt running reward normalisation) and two GFlowNet objectives on the diffusion DAG
 // (Zhang et al. 2024): DAG (detailed balance with a forward-looking learned flow, gradients

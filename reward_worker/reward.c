@@ -1,7 +1,7 @@
 // reward.c: the reward worker's poll loop (see reward.h). One thread, one DEALER socket:
 // receive (queueing ScoreRequests), run the timers (Hello retries, heartbeats, hub
 // liveness, stats line), then score and answer one queued request. The session itself
-// (Hello, Welcome, heartbeats, reconnects, Bye) is common/worker_link, shared with the actor.
+// (Hello, Welcome, heartbeats, reconnects, Bye) is common/net/worker_link, shared with the actor.
 #include "reward.h"
 
 #include <assert.h>

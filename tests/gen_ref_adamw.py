@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 # gen_ref_adamw.py: writes tests/ref/adamw.bin, the PyTorch reference tests/test_adamw.c checks
-# common/adamw.c against: 10 steps of torch.nn.utils.clip_grad_norm_ + torch.optim.AdamW
+# common/nn/adamw.c against: 10 steps of torch.nn.utils.clip_grad_norm_ + torch.optim.AdamW
 # (PyTorch 1.13, float32, foreach=False) over 1000 parameters split into four tensors, each
 # step with a fresh random gradient whose norm is above the clip threshold on some steps and
 # below it on others, and the learning rate set per step by the warm-up + cosine schedule.

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 # gen_ref_diffusion.py: writes tests/ref/diffusion.bin, the PyTorch reference for
-# tests/test_diffusion.c (common/diffusion.c):
+# tests/test_diffusion.c (common/diffusion/diffusion.c):
 #   lin_* / cos_*   the linear and cosine schedules (abar), and for given x_t, eps, x_prev and
 #                   per-row (t, t_prev): x0_hat (plain and clipped), the DDIM mean and sigma
 #                   (eta 1 and 0.6), log P_F and log P_B (mean over dims and sum)

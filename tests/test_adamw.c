@@ -1,4 +1,4 @@
-// test_adamw.c: checks common/adamw.c against PyTorch (tests/ref/adamw.bin, written by
+// test_adamw.c: checks common/nn/adamw.c against PyTorch (tests/ref/adamw.bin, written by
 // tests/gen_ref_adamw.py): 10 steps of clip_grad_norm_ + AdamW with weight decay, warm-up and
 // cosine decay, parameters after every step, gradient norms and final moments. Also checks the
 // learning-rate schedule against hand-computed values, in-place clipping, the no-clip path,

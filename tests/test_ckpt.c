@@ -1,4 +1,4 @@
-// test_ckpt.c: checks common/ckpt.c and paramset_save/paramset_load: a bit-exact round trip of
+// test_ckpt.c: checks common/nn/ckpt.c and paramset_save/paramset_load: a bit-exact round trip of
 // parameters, moments, step, extra blob, kind and config; atomic replacement (no temp file
 // left, the old file kept when a write fails, a clean error for a missing directory); and that
 // truncation at every length, every single-bit flip, wrong magic or version, lying section

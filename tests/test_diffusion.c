@@ -1,5 +1,5 @@
-// test_diffusion.c: the diffusion core (common/diffusion.c) and the datasets and classifier
-// (common/digits.c).
+// test_diffusion.c: the diffusion core (common/diffusion/diffusion.c) and the datasets and classifier
+// (common/tasks/digits.c).
 //   default: schedules, x0_hat, the DDIM mean/sigma, log P_F and log P_B against
 //            tests/ref/diffusion.bin (tests/gen_ref_diffusion.py, PyTorch); a conditional
 //            denoiser's eps, x0_hat, recomputed log P_F and its parameter gradient, and the MLE

@@ -1,5 +1,5 @@
 // test_diffusion_rl.c: the diffusion RL objectives (learner/diffusion_rl.c) and the image
-// scorers (common/image_scorers.c).
+// scorers (common/score/image_scorers.c).
 //   the per-prompt reward tracker against a hand computation (buffer wrap, min_count, eviction);
 //   the detailed-balance and PPO math and the DAG-KL advantages against finite differences and
 //   hand values; end to end, the gradients of the DDPO (score function, PPO), DAG and DAG-KL

@@ -1,5 +1,5 @@
 // task_add_main.c: rlx-task-add, writes the files of the two-digit addition demo task
-// (common/arith.h): a noisy pretraining corpus and the train/eval prompt files (TSV:
+// (common/tasks/arith.h): a noisy pretraining corpus and the train/eval prompt files (TSV:
 // prompt<TAB>target) that the hub and the learner's evaluation read.
 #include <getopt.h>
 #include <stdio.h>
