@@ -45,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include <zlib.h>
@@ -180,7 +181,16 @@ typedef struct {
     int can_score;           // reward: lists the hub's scorer (or lists none)
     uint32_t want;           // actor: WorkItems asked for and not yet sent
     uint64_t policy_version; // actor: the version it says it holds
+    uint64_t session_key;    // the secret of its Welcome (Hello.session_key proves the id)
 } worker_t;
+
+// What the hub remembers of every worker id it assigned, for the whole run (a worker it
+// forgot may rejoin under its id): the secret handed out in Welcome, and the connection it
+// last joined from (a Hello from that same connection needs no key).
+typedef struct {
+    uint64_t key;     // Welcome.session_key, never 0
+    wire_peer_t peer; // ROUTER identity of its last Hello
+} session_t;
 
 // A published weight blob.
 typedef struct {
@@ -207,10 +217,19 @@ typedef struct {
 // SEEN_WINDOW]. A seq more than SEEN_WINDOW behind the newest one of its actor counts as seen
 // (a retry that late is older than any work item still open).
 #define SEEN_WINDOW 65536u // seqs per actor (8 KiB of bits)
+//
+// Only trajectories that name a slot of a work item this hub sent to that actor (so came over
+// the actor's own connection, see on_message) enter the table, and only with a seq the actor
+// can have reached: at most `asked` (trajectories the hub asked of it) beyond the first seq
+// it sent. So one far-future seq (forged, or a broken actor) is refused as invalid instead of
+// sliding the window past the actor's real trajectories, which would all count as duplicates.
 typedef struct {
     uint32_t actor; // actor_id
     uint64_t floor; // every seq <= floor is seen
     uint64_t *bits; // (SEEN_WINDOW / 64) ring: bit seq % SEEN_WINDOW for seq > floor
+    uint64_t asked; // trajectories the hub has asked of this actor (its work items' samples)
+    uint64_t base;  // first seq entered, minus 1 (0 before any)
+    int has_base;   // base is set
 } seen_t;
 
 // Things logged once (first occurrence), then only counted.
@@ -230,6 +249,8 @@ enum {
     EV_UNAVAILABLE,
     EV_NO_SCORER,
     EV_LOG_FAILED,
+    EV_HELLO_REFUSED,
+    EV_PEER_MISMATCH,
     EV_COUNT
 };
 
@@ -256,6 +277,8 @@ typedef struct {
     int n_workers;           // joined workers
     int cap_workers;         // allocated
     uint32_t next_worker_id; // next id handed out
+    session_t *sessions;     // (next_worker_id) by worker id: every id assigned ([0] unused)
+    uint32_t cap_sessions;   // allocated
     uint32_t rr_actor;       // round-robin position for work hand-out
 
     work_t **works;        // (n_works) work items not yet freed
@@ -289,6 +312,9 @@ typedef struct {
     uint64_t peer_errors;    // Error messages received from workers
     uint64_t chunks_sent;    // WeightChunks sent
     uint64_t send_again;     // sends refused because a peer's queue was full
+    uint64_t hello_refused;  // Hellos claiming a known worker id without its session key
+    uint64_t peer_mismatch;  // messages whose sender_id names a worker of another connection
+    uint64_t future_version; // trajectories claiming a policy version never published
     uint32_t unscored;       // trajectories waiting for or in scoring
     uint32_t learner_queue;  // trajectories in the learner queue
     uint32_t logged;         // EV_* bits logged once
@@ -369,6 +395,7 @@ static void send_error(hub_loop_t *s, const wire_peer_t *to, Rlx__ErrorCode code
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    wire_utf8_clip(msg); // proto3 strings are UTF-8: never cut inside a character
     Rlx__Error e = RLX__ERROR__INIT;
     e.code = code;
     e.message = msg;
@@ -417,6 +444,9 @@ static hub_counters_t counters(const hub_loop_t *s) {
     k.late_replies = s->late_replies;
     k.expired_work = s->expired_work;
     k.score_requeues = s->score_requeues;
+    k.hello_refused = s->hello_refused;
+    k.peer_mismatch = s->peer_mismatch;
+    k.future_version = s->future_version;
     return k;
 }
 
@@ -654,6 +684,16 @@ static Rlx__WeightAnnounce announce_of(const blob_t *b) {
     return a;
 }
 
+// A random non-zero secret for a new worker id (getrandom; the prompt rng mixed with the
+// clock if the kernel has none to give).
+static uint64_t new_session_key(hub_loop_t *s) {
+    uint64_t k = 0;
+    while (k == 0)
+        if (getrandom(&k, sizeof k, GRND_NONBLOCK) != (ssize_t)sizeof k)
+            k = rng_next(&s->rng) ^ (uint64_t)now_ms() * 0x9e3779b97f4a7c15ull;
+    return k;
+}
+
 static void on_hello(hub_loop_t *s, const wire_peer_t *from, const Rlx__Envelope *env) {
     const Rlx__Hello *h = env->hello;
     if (h->role < RLX__ROLE__ROLE_ACTOR || h->role > RLX__ROLE__ROLE_OBSERVER) {
@@ -663,24 +703,50 @@ static void on_hello(hub_loop_t *s, const wire_peer_t *from, const Rlx__Envelope
                     (int)h->role);
         return;
     }
-    // A Hello from a connection or an id the hub knows is a restart of that worker: whatever
-    // it held is requeued and it starts afresh (under the same id).
+    // A Hello from a connection the hub knows, or under an id the hub assigned with that id's
+    // session key, is a restart of that worker: whatever it held is requeued and it starts
+    // afresh under the same id. A known id without its key is refused (it would take over
+    // another worker's work and trajectory ids); an id never assigned gets a fresh one.
     uint32_t id = 0;
     worker_t *old = worker_by_peer(s, from);
-    if (old) {
-        id = h->worker_id ? h->worker_id : old->id;
-        worker_remove(s, old, "rejoined");
-    }
-    if (h->worker_id) {
-        worker_t *same = worker_by_id(s, h->worker_id);
-        if (same)
-            worker_remove(s, same, "rejoined from a new connection");
+    if (h->worker_id && h->worker_id < s->next_worker_id) {
+        const session_t *ss = &s->sessions[h->worker_id];
+        int same_peer = ss->peer.size == from->size &&
+                        memcmp(ss->peer.data, from->data, from->size) == 0;
+        if (h->session_key != ss->key && !same_peer) {
+            s->hello_refused++;
+            note(s, EV_HELLO_REFUSED, "Hello as worker %u without its session key: refused",
+                 h->worker_id);
+            send_error(s, from, RLX__ERROR_CODE__ERROR_CODE_BAD_REQUEST, env->seq,
+                       "Hello as worker %u without that worker's session_key: send the key of "
+                       "its Welcome, or worker_id 0 to join as a new worker",
+                       h->worker_id);
+            return;
+        }
         id = h->worker_id;
     }
-    if (!id)
-        id = s->next_worker_id;
-    if (id >= s->next_worker_id)
-        s->next_worker_id = id + 1;
+    if (old) {
+        if (!id)
+            id = old->id;
+        worker_remove(s, old, "rejoined");
+    }
+    worker_t *same = id ? worker_by_id(s, id) : NULL;
+    if (same)
+        worker_remove(s, same, "rejoined from a new connection");
+    if (!id) { // a new worker: a new id and secret
+        if (s->next_worker_id >= s->cap_sessions) {
+            uint32_t cap = s->cap_sessions ? 2 * s->cap_sessions : 64;
+            session_t *v = realloc(s->sessions, (size_t)cap * sizeof *v);
+            if (!v)
+                return;
+            memset(v + s->cap_sessions, 0, (size_t)(cap - s->cap_sessions) * sizeof *v);
+            s->sessions = v;
+            s->cap_sessions = cap;
+        }
+        id = s->next_worker_id++;
+        s->sessions[id].key = new_session_key(s);
+    }
+    s->sessions[id].peer = *from;
     if (s->n_workers == s->cap_workers) {
         int cap = s->cap_workers ? 2 * s->cap_workers : 16;
         worker_t **v = realloc(s->workers, (size_t)cap * sizeof *v);
@@ -697,6 +763,7 @@ static void on_hello(hub_loop_t *s, const wire_peer_t *from, const Rlx__Envelope
     w->peer = *from;
     w->role = h->role;
     snprintf(w->name, sizeof w->name, "%s", h->name && h->name[0] ? h->name : "unnamed");
+    w->session_key = s->sessions[id].key;
     w->last_seen = now;
     w->next_hb = now + s->c.heartbeat_ms;
     w->capacity = h->credits > 0 ? (int)h->credits : 1;
@@ -717,6 +784,7 @@ static void on_hello(hub_loop_t *s, const wire_peer_t *from, const Rlx__Envelope
     wel.worker_id = id;
     wel.heartbeat_interval_ms = (uint32_t)s->c.heartbeat_ms;
     wel.heartbeat_liveness = (uint32_t)s->c.liveness;
+    wel.session_key = w->session_key;
     if (s->weights[0].set) {
         ann = announce_of(&s->weights[0]);
         wel.policy_version = ann.version;
@@ -738,6 +806,8 @@ static void send_status(hub_loop_t *s, const worker_t *w) {
         st.counters = NULL;
     }
     hub_counters_t k = counters(s);
+    if (st.samples == 0) // no report yet (or one without it): what the learner was handed
+        st.samples = k.delivered;
     st.sampled = k.sampled;
     st.policy_version = k.policy_version;
     st.dropped_invalid = k.dropped_invalid + k.dropped_score;
@@ -764,6 +834,9 @@ static void send_status(hub_loop_t *s, const worker_t *w) {
         {"bad_requests", s->bad_requests},
         {"not_joined", s->not_joined},
         {"weight_chunks_sent", s->chunks_sent},
+        {"hello_refused", k.hello_refused},
+        {"peer_mismatch", k.peer_mismatch},
+        {"future_version", k.future_version},
     };
     enum { NN = sizeof named / sizeof named[0] };
     Rlx__RunStatus__CountersEntry e[NN], *pe[NN];
@@ -779,6 +852,80 @@ static void send_status(hub_loop_t *s, const worker_t *w) {
     out.body_case = RLX__ENVELOPE__BODY_RUN_STATUS;
     out.run_status = &st;
     send_to(s, &w->peer, &out);
+}
+
+// ---- the seen table (duplicate TrajectoryIds) ----------------------------------------------
+
+static int seen_bit(const seen_t *e, uint64_t seq) {
+    uint64_t b = seq % SEEN_WINDOW;
+    return (int)(e->bits[b / 64] >> (b % 64)) & 1;
+}
+
+static void seen_flip(seen_t *e, uint64_t seq) {
+    uint64_t b = seq % SEEN_WINDOW;
+    e->bits[b / 64] ^= 1ull << (b % 64);
+}
+
+// The seen table of actor (created empty on first use), or NULL out of memory.
+static seen_t *seen_of(hub_loop_t *s, uint32_t actor) {
+    if (s->seen_last < s->n_seen && s->seen[s->seen_last].actor == actor)
+        return &s->seen[s->seen_last];
+    for (size_t i = 0; i < s->n_seen; i++)
+        if (s->seen[i].actor == actor) {
+            s->seen_last = i;
+            return &s->seen[i];
+        }
+    if (s->n_seen == s->cap_seen) {
+        size_t cap = s->cap_seen ? 2 * s->cap_seen : 16;
+        seen_t *v = realloc(s->seen, cap * sizeof *v);
+        if (!v)
+            return NULL;
+        s->seen = v;
+        s->cap_seen = cap;
+    }
+    uint64_t *bits = calloc(SEEN_WINDOW / 64, sizeof *bits);
+    if (!bits)
+        return NULL;
+    s->seen_last = s->n_seen++;
+    seen_t *e = &s->seen[s->seen_last];
+    *e = (seen_t){.actor = actor, .floor = 0, .bits = bits};
+    return e;
+}
+
+// 1 if seq of e was seen (or is too far behind to tell), else 0.
+static int seen_has(const seen_t *e, uint64_t seq) {
+    if (seq <= e->floor)
+        return 1;
+    uint64_t newest = e->floor + SEEN_WINDOW; // the window covers (floor, floor + SEEN_WINDOW]
+    return seq <= newest && seen_bit(e, seq);
+}
+
+// 1 if the actor of e can have reached seq: at most e->asked beyond its first one.
+static int seen_plausible(const seen_t *e, uint64_t seq) {
+    return !e->has_base ? e->asked > 0 : seq > e->base && seq - e->base <= e->asked;
+}
+
+// Enters seq (not seen, plausible) into e, sliding the window when it is ahead of it.
+static void seen_add(seen_t *e, uint64_t seq) {
+    if (!e->has_base) {
+        e->has_base = 1;
+        e->base = seq - 1;
+    }
+    if (seq - e->floor > SEEN_WINDOW) { // slide: what falls behind counts as seen
+        uint64_t floor = seq - SEEN_WINDOW;
+        if (floor - e->floor >= SEEN_WINDOW)
+            memset(e->bits, 0, SEEN_WINDOW / 8);
+        else
+            for (uint64_t q = e->floor + 1; q <= floor; q++)
+                if (seen_bit(e, q))
+                    seen_flip(e, q);
+        e->floor = floor;
+    }
+    seen_flip(e, seq);
+    while (seen_bit(e, e->floor + 1)) { // the watermark follows the run of seqs all seen
+        seen_flip(e, e->floor + 1);
+        e->floor++;
+    }
 }
 
 // ---- actors: work ---------------------------------------------------------------------------
@@ -884,6 +1031,9 @@ static int send_work(hub_loop_t *s, worker_t *a) {
     free(pm);
     free(pp);
     s->next_work_id++;
+    seen_t *e = seen_of(s, a->id);
+    if (e)
+        e->asked += (uint64_t)np * (uint64_t)k;
     w->state = WORK_OUT;
     w->deadline = now_ms() + s->c.work_deadline_ms;
     s->works[s->n_works++] = w;
@@ -930,64 +1080,6 @@ static void dispatch_work(hub_loop_t *s) {
 
 // ---- actors: trajectories ---------------------------------------------------------------------
 
-static int seen_bit(const seen_t *e, uint64_t seq) {
-    uint64_t b = seq % SEEN_WINDOW;
-    return (int)(e->bits[b / 64] >> (b % 64)) & 1;
-}
-
-static void seen_flip(seen_t *e, uint64_t seq) {
-    uint64_t b = seq % SEEN_WINDOW;
-    e->bits[b / 64] ^= 1ull << (b % 64);
-}
-
-// Inserts (actor, seq); 1 if new, 0 if seen before, -1 out of memory.
-static int seen_insert(hub_loop_t *s, uint32_t actor, uint64_t seq) {
-    seen_t *e = s->seen_last < s->n_seen && s->seen[s->seen_last].actor == actor
-                    ? &s->seen[s->seen_last]
-                    : NULL;
-    for (size_t i = 0; !e && i < s->n_seen; i++)
-        if (s->seen[i].actor == actor) {
-            e = &s->seen[i];
-            s->seen_last = i;
-        }
-    if (!e) {
-        if (s->n_seen == s->cap_seen) {
-            size_t cap = s->cap_seen ? 2 * s->cap_seen : 16;
-            seen_t *v = realloc(s->seen, cap * sizeof *v);
-            if (!v)
-                return -1;
-            s->seen = v;
-            s->cap_seen = cap;
-        }
-        uint64_t *bits = calloc(SEEN_WINDOW / 64, sizeof *bits);
-        if (!bits)
-            return -1;
-        s->seen_last = s->n_seen++;
-        e = &s->seen[s->seen_last];
-        *e = (seen_t){.actor = actor, .floor = 0, .bits = bits};
-    }
-    if (seq <= e->floor)
-        return 0;
-    if (seq - e->floor > SEEN_WINDOW) { // slide: what falls behind counts as seen
-        uint64_t floor = seq - SEEN_WINDOW;
-        if (floor - e->floor >= SEEN_WINDOW)
-            memset(e->bits, 0, SEEN_WINDOW / 8);
-        else
-            for (uint64_t q = e->floor + 1; q <= floor; q++)
-                if (seen_bit(e, q))
-                    seen_flip(e, q);
-        e->floor = floor;
-    }
-    if (seen_bit(e, seq))
-        return 0;
-    seen_flip(e, seq);
-    while (seen_bit(e, e->floor + 1)) { // the watermark follows the run of seqs all seen
-        seen_flip(e, e->floor + 1);
-        e->floor++;
-    }
-    return 1;
-}
-
 // Why trajectory t (from actor a) cannot be accepted, or NULL if it can; *slot_g gets its
 // group when it names a valid free slot of one (so a refused sample still settles it).
 static const char *check_traj(hub_loop_t *s, const Rlx__Trajectory *t, group_t **slot_g) {
@@ -1010,6 +1102,10 @@ static const char *check_traj(hub_loop_t *s, const Rlx__Trajectory *t, group_t *
     if (g->arrived[t->group_index])
         return "a second sample for the same group slot";
     *slot_g = g;
+    if (t->policy_version > (s->weights[0].set ? s->weights[0].version : 0)) {
+        s->future_version++;
+        return "policy_version newer than any the hub published";
+    }
     if (s->c.gflow_ndim > 0)
         return hub_gflow_check(&s->c, t);
     if (s->c.diff_steps > 0)
@@ -1040,9 +1136,9 @@ static const char *check_traj(hub_loop_t *s, const Rlx__Trajectory *t, group_t *
     }
     int bad = 0; // NaN fails both comparisons, so it counts as bad too
     for (size_t i = 0; i < x->n_logprobs; i++)
-        bad |= !(x->logprobs[i] >= -FLT_MAX && x->logprobs[i] <= LOGPROB_SLACK);
+        bad |= !(x->logprobs[i] >= WIRE_LOGPROB_MIN && x->logprobs[i] <= LOGPROB_SLACK);
     if (bad)
-        return "logprob not finite or > 0";
+        return "logprob outside [WIRE_LOGPROB_MIN, 0] (not what an fp32 sampler can draw)";
     return NULL;
 }
 
@@ -1109,8 +1205,8 @@ static void on_trajectories(hub_loop_t *s, worker_t *a, Rlx__Envelope *env) {
                  a->id);
             continue;
         }
-        int fresh = seen_insert(s, t->id->actor_id, t->id->seq);
-        if (fresh == 0) {
+        seen_t *e = seen_of(s, a->id);
+        if (e && seen_has(e, t->id->seq)) {
             s->n.duplicates++;
             note(s, EV_DUPLICATE, "duplicate trajectory (%u,%llu)", t->id->actor_id,
                  (unsigned long long)t->id->seq);
@@ -1123,8 +1219,14 @@ static void on_trajectories(hub_loop_t *s, worker_t *a, Rlx__Envelope *env) {
         }
         group_t *g;
         const char *why = check_traj(s, t, &g);
-        if (!why && fresh < 0)
-            why = "out of memory";
+        if (!e) {
+            why = why ? why : "out of memory";
+        } else if (g) { // it names a slot of this actor's work: it enters the seen table
+            if (seen_plausible(e, t->id->seq))
+                seen_add(e, t->id->seq);
+            else if (!why)
+                why = "seq beyond the trajectories the hub asked of this actor";
+        }
         if (!why && accept_traj(s, t, g) == 0) {
             traj_t *held = s->sq_tail; // accept_traj queued it last
             assert(held && held->t == t);
@@ -1343,6 +1445,21 @@ static void on_message(hub_loop_t *s, const wire_peer_t *from, Rlx__Envelope *en
         return;
     }
     worker_t *w = worker_by_peer(s, from);
+    worker_t *claimed = env->sender_id && (!w || env->sender_id != w->id)
+                            ? worker_by_id(s, env->sender_id)
+                            : NULL;
+    if (claimed) { // a worker id used from another connection than the one that joined
+        s->peer_mismatch++;
+        note(s, EV_PEER_MISMATCH, "%s as worker %u from a connection that is not that worker's",
+             wire_body_name(env->body_case), env->sender_id);
+        if (env->body_case != RLX__ENVELOPE__BODY_ERROR &&
+            env->body_case != RLX__ENVELOPE__BODY_BYE)
+            send_error(s, from, RLX__ERROR_CODE__ERROR_CODE_NOT_JOINED, env->seq,
+                       "worker %u joined from another connection: send Hello (with its "
+                       "session_key) to rejoin from this one",
+                       env->sender_id);
+        return;
+    }
     if (!w) {
         s->not_joined++;
         note(s, EV_NOT_JOINED, "%s from a sender that has not joined: told to send Hello",
@@ -1841,6 +1958,7 @@ static void loop_free(hub_loop_t *s) {
     for (int i = 0; i < s->n_workers; i++)
         free(s->workers[i]);
     free(s->workers);
+    free(s->sessions);
     for (size_t i = 0; i < s->n_seen; i++)
         free(s->seen[i].bits);
     free(s->seen);

@@ -85,7 +85,8 @@ hub_config_t hub_defaults(void);
 typedef struct {
     uint64_t sampled;         // new (not duplicate) trajectories received from actors, valid or not
     uint64_t delivered;       // handed to the learner by hub_take
-    uint64_t dropped_invalid; // refused: malformed, unknown work, bad lengths/tokens
+    uint64_t dropped_invalid; // refused: malformed, unknown work, bad lengths/tokens/log-probs,
+                              // seq beyond what the actor was asked for, future policy version
     uint64_t dropped_score;   // no score after score_retries, or the scorer reported an error
     uint64_t dropped_shutdown; // still unscored or undelivered when hub_drain gave up
     uint64_t duplicates;       // already-seen TrajectoryIds (not counted as sampled)
@@ -101,6 +102,11 @@ typedef struct {
     uint64_t late_replies;     // ScoreReplies to requests no longer waited for (dropped)
     uint64_t expired_work;     // work items whose deadline passed (not trajectories)
     uint64_t score_requeues;   // trajectories sent again to a reward worker
+    // Added after RLXLRN3 checkpoints were written (the learner stores this struct raw):
+    uint64_t hello_refused;  // Hellos claiming a known worker_id without its session_key
+    uint64_t peer_mismatch;  // messages whose sender_id is a worker joined from another peer
+    uint64_t future_version; // trajectories claiming a policy version never published (also
+                             // in dropped_invalid)
 } hub_counters_t;
 
 typedef struct hub hub_t;

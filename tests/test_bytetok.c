@@ -57,8 +57,45 @@ static void test_decode(void) {
     TU_CHECK(decode_both(plain, 0, a, b, 1) == 0 && a[0] == 0, "empty response");
 }
 
+// Raw sampled bytes that are not UTF-8 become U+FFFD (one per maximal subpart), so the text
+// is always a valid proto3 string; well-formed multi-byte characters pass unchanged.
+static void test_utf8(void) {
+    char a[64], b[64];
+#define R "\xEF\xBF\xBD"
+    struct {
+        int tok[8];
+        int n;
+        const char *want;
+    } cases[] = {
+        {{0xC3, 0x28, 0xFF}, 3, R "(" R},              // lead without continuation, FF
+        {{0xC3, 0xA9, 'x'}, 3, "\xC3\xA9x"},           // e-acute: valid
+        {{0xE2, 0x82, 0xAC}, 3, "\xE2\x82\xAC"},       // euro sign: valid
+        {{0xF0, 0x9F, 0x98, 0x80}, 4, "\xF0\x9F\x98\x80"}, // emoji: valid
+        {{0xE2, 0x82, 'a'}, 3, R "a"},                 // truncated 3-byte: one U+FFFD
+        {{0xE2, 0x82}, 2, R},                          // cut at the end of the response
+        {{0xE2, 0x82, GPT_TOK_EOS}, 3, R},             // cut by EOS
+        {{0xC0, 0xAF}, 2, R R},                        // overlong '/'
+        {{0xED, 0xA0, 0x80}, 3, R R R},                // a surrogate
+        {{0xF4, 0x90, 0x80, 0x80}, 4, R R R R},        // above U+10FFFF
+        {{0x80, 'a'}, 2, R "a"},                       // stray continuation byte
+        {{0xC3, GPT_TOK_BOS, 0xA9}, 3, R R R},         // a special token inside a character
+    };
+#undef R
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int n = decode_both(cases[i].tok, cases[i].n, a, b, sizeof a);
+        TU_CHECK(n == (int)strlen(cases[i].want) && !strcmp(a, cases[i].want),
+                 "utf8 case %zu: %d bytes, want %zu", i, n, strlen(cases[i].want));
+    }
+    // Worst case fits the documented 3 * n + 1.
+    int ff[8] = {0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF};
+    TU_CHECK(decode_both(ff, 8, a, b, 3 * 8 + 1) == 24, "8 x FF in 3 * 8 + 1 bytes");
+    int oov[] = {0xC3, GPT_VOCAB};
+    TU_CHECK(decode_both(oov, 2, a, b, sizeof a) == -1, "token >= vocab after a lead byte");
+}
+
 int main(void) {
     test_encode();
     test_decode();
+    test_utf8();
     return tu_finish("test_bytetok");
 }

@@ -233,6 +233,8 @@ static void test_faults(void) {
     FAULT(-1, (void)0); // an unconditional prompt
     FAULT(1, x.class_label = 2);
     FAULT(1, x.class_label = -1);
+    FAULT(1, f2[0] = -1e30f); // finite, but no Gaussian step of a 4-dim sample has that density
+    FAULT(1, b2[1] = 1e30f);
 #undef FAULT
     TU_CHECK(refused == n, "%d of %d malformed chains accepted", n - refused, n);
 

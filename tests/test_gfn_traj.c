@@ -137,6 +137,7 @@ static void test_faults(void) {
     FAULT(s2[5] = 4; s2[7] = 4); // outside the grid
     FAULT(f2[1] = NAN);
     FAULT(f2[1] = 0.5f);
+    FAULT(f2[1] = -1e30f); // finite, but below what an fp32 sampler can draw (WIRE_LOGPROB_MIN)
 #undef FAULT
     TU_CHECK(refused == n, "%d of %d malformed trajectories accepted", n - refused, n);
 

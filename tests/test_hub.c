@@ -51,6 +51,7 @@ typedef struct {
     int n;                       // in inbox
     int64_t next_hb;             // next heartbeat
     int scored;                  // auto_score: items scored
+    uint64_t key;                // session_key from Welcome
 } client_t;
 
 #define MAX_CLIENTS 16
@@ -152,9 +153,10 @@ static Rlx__Envelope *expect(client_t *c, Rlx__Envelope__BodyCase body, int time
     }
 }
 
-static void send_hello(client_t *c, uint32_t worker_id, uint32_t credits) {
+static void send_hello_key(client_t *c, uint32_t worker_id, uint32_t credits, uint64_t key) {
     char *scorers[] = {"exact"};
     Rlx__Hello h = RLX__HELLO__INIT;
+    h.session_key = key;
     h.role = c->role;
     h.worker_id = worker_id;
     h.name = "test-client";
@@ -168,6 +170,10 @@ static void send_hello(client_t *c, uint32_t worker_id, uint32_t credits) {
     env.body_case = RLX__ENVELOPE__BODY_HELLO;
     env.hello = &h;
     send_env(c, &env);
+}
+
+static void send_hello(client_t *c, uint32_t worker_id, uint32_t credits) {
+    send_hello_key(c, worker_id, credits, 0);
 }
 
 // A connected DEALER that has not said Hello.
@@ -195,6 +201,8 @@ static client_t *client_join(Rlx__Role role, uint32_t credits, Rlx__Envelope **w
     TU_CHECK(c->id > 0, "worker_id 0 in Welcome");
     TU_CHECK(w->welcome->heartbeat_interval_ms == HB_MS, "heartbeat interval %u",
              w->welcome->heartbeat_interval_ms);
+    TU_CHECK(w->welcome->session_key != 0, "Welcome without a session key");
+    c->key = w->welcome->session_key;
     if (welcome)
         *welcome = w;
     else
@@ -659,8 +667,9 @@ static void test_bad_input(void) {
              (unsigned long long)k.duplicates, (unsigned long long)k.delivered);
     TU_CHECK(identity_holds(&k) && k.in_flight == 0, "accounting identity");
 
-    // Duplicates are told by a window per actor: a seq far behind the actor's newest counts as
-    // seen (the memory stays bounded), one inside the window does not.
+    // Seqs the actor cannot have reached (it was asked for 4 trajectories) are refused as
+    // invalid and never enter the duplicate window (issue 8: 64 trajectories with seq 10^9
+    // made the hub drop the actor's real ones as duplicates); the retry above still was one.
     fake_traj_t late[3];
     uint64_t seqs[3] = {1000000, 1000000 - 70000, 999999};
     for (int i = 0; i < 3; i++) {
@@ -672,14 +681,14 @@ static void test_bad_input(void) {
         late[i].x.prompt_tokens = late[i].resp; // the work item's tokens are freed by now
         late[i].x.n_prompt_tokens = 1;
         late[i].id.seq = seqs[i];
-        send_batch(actor, &late[i], 1, 0); // its work item is completed: refused if new
+        send_batch(actor, &late[i], 1, 0); // its work item is completed: refused
     }
-    for (int i = 0; i < 100 && k.sampled + k.duplicates < 10; i++) {
+    for (int i = 0; i < 100 && k.sampled + k.duplicates < 11; i++) {
         pump(10);
         hub_counters(h, &k, 1000);
     }
-    TU_CHECK(k.sampled == 7 && k.dropped_invalid == 5 && k.duplicates == 2,
-             "window: sampled %llu invalid %llu duplicates %llu", (unsigned long long)k.sampled,
+    TU_CHECK(k.sampled == 8 && k.dropped_invalid == 6 && k.duplicates == 1,
+             "far seqs: sampled %llu invalid %llu duplicates %llu", (unsigned long long)k.sampled,
              (unsigned long long)k.dropped_invalid, (unsigned long long)k.duplicates);
 
     // Refusals of the wire layer: each answered with an Error, counted.
@@ -924,6 +933,224 @@ done:
     clients_close();
 }
 
+// ---- 7: adversarial clients (issue 8, section 4) ------------------------------------------
+
+// Pumps until the hub has counted n trajectories as sampled (or 2 s), returns the counters.
+static hub_counters_t wait_sampled(hub_t *h, uint64_t n) {
+    hub_counters_t k = {0};
+    for (int i = 0; i < 200; i++) {
+        pump(10);
+        hub_counters(h, &k, 1000);
+        if (k.sampled + k.duplicates >= n)
+            break;
+    }
+    return k;
+}
+
+// Impossible log-probs (-1e30 poisoned the learner's PPO ratios), versions never published,
+// raw bytes that are not UTF-8.
+static void test_bad_trajectories(void) {
+    hub_config_t c = test_config();
+    c.samples_per_prompt = 3;
+    hub_t *h = start(&c);
+    if (!h)
+        return;
+    client_t *actor = client_join(RLX__ROLE__ROLE_ACTOR, 1, NULL);
+    client_t *rw = client_join(RLX__ROLE__ROLE_REWARD_WORKER, 2, NULL);
+    if (!actor || !rw)
+        goto done;
+    work_request(actor, 1);
+    Rlx__Envelope *w = expect(actor, RLX__ENVELOPE__BODY_WORK_ITEM, 2000);
+    TU_CHECK(w != NULL, "no work");
+    if (!w)
+        goto done;
+    const Rlx__WorkItem *it = w->work_item;
+    fake_traj_t f[6];
+    for (int i = 0; i < 6; i++)
+        fake_traj(&f[i], actor, it, (size_t)(i / 3), (uint32_t)(i % 3));
+    f[0].lp[1] = -1e30f;                 // finite, but no fp32 sampler draws it
+    f[1].lp[0] = -127.0f;                // unlikely, but possible: accepted
+    f[2].t.policy_version = 1ull << 40;  // never published
+    f[3].resp[0] = 0xC3;                 // raw bytes: C3 28 is no UTF-8, FF never is
+    f[3].resp[1] = 0x28;
+    f[3].resp[2] = 0xFF;
+    f[4].lp[2] = nanf("");
+    send_batch(actor, f, 6, it->work_id);
+    wire_free(&w);
+    hub_counters_t k = wait_sampled(h, 6);
+    TU_CHECK(k.sampled == 6 && k.dropped_invalid == 3 && k.future_version == 1,
+             "sampled %llu invalid %llu (want 3: -1e30, 2^40, NaN) future_version %llu",
+             (unsigned long long)k.sampled, (unsigned long long)k.dropped_invalid,
+             (unsigned long long)k.future_version);
+    // The reward worker gets the 3 valid ones; every response_text is valid UTF-8 (Python's
+    // protobuf refuses a whole ScoreRequest otherwise).
+    int items = 0, utf8_ok = 0, replaced = 0;
+    for (int i = 0; i < 20 && items < 3; i++) {
+        Rlx__Envelope *rq = expect(rw, RLX__ENVELOPE__BODY_SCORE_REQUEST, 200);
+        if (!rq)
+            continue;
+        for (size_t j = 0; j < rq->score_request->n_items; j++) {
+            const char *txt = rq->score_request->items[j]->response_text;
+            items++;
+            utf8_ok += txt && wire_utf8_valid(txt, strlen(txt));
+            replaced += txt && strcmp(txt, "\xEF\xBF\xBD(\xEF\xBF\xBD") == 0;
+        }
+        score_reply(rw, rq->score_request, 0.0f);
+        wire_free(&rq);
+    }
+    TU_CHECK(items == 3 && utf8_ok == 3 && replaced == 1,
+             "%d items scored, %d valid UTF-8, %d with C3 28 FF as U+FFFD ( U+FFFD", items,
+             utf8_ok, replaced);
+    int got = take_all(h, 3, 3000, 0.0f, 0);
+    TU_CHECK(got == 3, "learner got %d of the 3 valid trajectories", got);
+done:
+    hub_stop(&h);
+    clients_close();
+}
+
+// A forged Hello under a real actor's id, far-future seqs, another connection using its id.
+static void test_forged_worker(void) {
+    hub_config_t c = test_config();
+    c.samples_per_prompt = 2;
+    hub_t *h = start(&c);
+    if (!h)
+        return;
+    client_t *actor = client_join(RLX__ROLE__ROLE_ACTOR, 1, NULL);
+    client_t *rw = client_join(RLX__ROLE__ROLE_REWARD_WORKER, 2, NULL);
+    if (!actor || !rw)
+        goto done;
+    rw->auto_score = 1;
+    // Hellos claiming the actor's id without its key (none, a wrong one): refused.
+    client_t *forger = client_raw(RLX__ROLE__ROLE_ACTOR);
+    send_hello(forger, actor->id, 1);
+    expect_error(forger, RLX__ERROR_CODE__ERROR_CODE_BAD_REQUEST, "Hello with a stolen id");
+    send_hello_key(forger, actor->id, 1, actor->key + 1);
+    expect_error(forger, RLX__ERROR_CODE__ERROR_CODE_BAD_REQUEST, "Hello with a wrong key");
+    hub_counters_t k = {0};
+    hub_counters(h, &k, 1000);
+    TU_CHECK(k.hello_refused == 2 && k.actors == 1, "hello_refused %llu actors %u",
+             (unsigned long long)k.hello_refused, k.actors);
+    // Messages under the actor's id from the forger's connection: refused, counted.
+    Rlx__WorkRequest wr = RLX__WORK_REQUEST__INIT;
+    wr.credits = 1;
+    Rlx__Envelope env = RLX__ENVELOPE__INIT;
+    env.body_case = RLX__ENVELOPE__BODY_WORK_REQUEST;
+    env.work_request = &wr;
+    env.sender_id = actor->id;
+    send_env(forger, &env);
+    expect_error(forger, RLX__ERROR_CODE__ERROR_CODE_NOT_JOINED, "another connection's id");
+    hub_counters(h, &k, 1000);
+    TU_CHECK(k.peer_mismatch == 1, "peer_mismatch %llu", (unsigned long long)k.peer_mismatch);
+    // A Hello with an id the hub never assigned gets a fresh one.
+    send_hello(forger, 999, 1);
+    Rlx__Envelope *wel = expect(forger, RLX__ENVELOPE__BODY_WELCOME, 2000);
+    TU_CHECK(wel && wel->welcome->worker_id != 999 && wel->welcome->worker_id != actor->id &&
+                 wel->welcome->worker_id != rw->id,
+             "a never-assigned id was granted (%u)", wel ? wel->welcome->worker_id : 0);
+    if (wel)
+        forger->id = wel->welcome->worker_id;
+    wire_free(&wel);
+
+    // 64 trajectories with seq 10^9 under the actor's own id and connection: refused as
+    // invalid, and its real trajectories after them are not duplicates.
+    fake_traj_t far[64];
+    Rlx__WorkItem none = RLX__WORK_ITEM__INIT;
+    Rlx__Prompt p0 = RLX__PROMPT__INIT, *pp = &p0;
+    none.work_id = 12345;
+    none.n_prompts = 1;
+    none.prompts = &pp;
+    none.samples_per_prompt = 2;
+    uint64_t real_seq = actor->seq;
+    for (int i = 0; i < 64; i++) {
+        actor->seq = 1000000000ull + (uint64_t)i - 1;
+        fake_traj(&far[i], actor, &none, 0, 0);
+    }
+    actor->seq = real_seq;
+    send_batch(actor, far, 64, 0);
+    hub_counters_t k0 = wait_sampled(h, 64);
+    TU_CHECK(k0.sampled == 64 && k0.dropped_invalid == 64, "far seqs: sampled %llu invalid %llu",
+             (unsigned long long)k0.sampled, (unsigned long long)k0.dropped_invalid);
+    work_request(actor, 2);
+    int sent = 0;
+    for (int i = 0; i < 2; i++) {
+        Rlx__Envelope *w = expect(actor, RLX__ENVELOPE__BODY_WORK_ITEM, 2000);
+        TU_CHECK(w != NULL, "work item %d did not come", i);
+        if (!w)
+            continue;
+        sent += answer_item(actor, w->work_item);
+        wire_free(&w);
+    }
+    int got = take_all(h, sent, 3000, 0.0f, 2);
+    hub_counters(h, &k, 1000);
+    TU_CHECK(got == sent && sent == 8 && k.duplicates == 0,
+             "after far seqs: learner got %d of %d, duplicates %llu", got, sent,
+             (unsigned long long)k.duplicates);
+
+    // The real actor rejoins from a new connection with its key: same id.
+    client_t *again = client_raw(RLX__ROLE__ROLE_ACTOR);
+    send_hello_key(again, actor->id, 1, actor->key);
+    wel = expect(again, RLX__ENVELOPE__BODY_WELCOME, 2000);
+    TU_CHECK(wel && wel->welcome->worker_id == actor->id && wel->welcome->session_key == actor->key,
+             "rejoin with the key: id %u", wel ? wel->welcome->worker_id : 0);
+    wire_free(&wel);
+    TU_CHECK(identity_holds(&k), "accounting identity");
+done:
+    hub_stop(&h);
+    clients_close();
+}
+
+// RunStatus to observers before and without the learner's report (it was always step 0,
+// samples 0: the learners never called hub_report, and the hub filled in nothing).
+static void test_status(void) {
+    hub_config_t c = test_config();
+    hub_t *h = start(&c);
+    if (!h)
+        return;
+    client_t *actor = client_join(RLX__ROLE__ROLE_ACTOR, 1, NULL);
+    client_t *rw = client_join(RLX__ROLE__ROLE_REWARD_WORKER, 2, NULL);
+    client_t *obs = client_join(RLX__ROLE__ROLE_OBSERVER, 0, NULL);
+    if (!actor || !rw || !obs)
+        goto done;
+    rw->auto_score = 1;
+    work_request(actor, 1);
+    Rlx__Envelope *w = expect(actor, RLX__ENVELOPE__BODY_WORK_ITEM, 2000);
+    TU_CHECK(w != NULL, "no work");
+    if (!w)
+        goto done;
+    int sent = answer_item(actor, w->work_item);
+    wire_free(&w);
+    int got = take_all(h, sent, 3000, 0.0f, 3);
+    TU_CHECK(got == sent, "learner got %d of %d", got, sent);
+    Rlx__Envelope *rs = NULL;
+    for (int i = 0; i < 100; i++) { // one per heartbeat: wait for one after the delivery
+        rs = expect(obs, RLX__ENVELOPE__BODY_RUN_STATUS, 2000);
+        if (!rs || rs->run_status->samples == (uint64_t)sent)
+            break;
+        wire_free(&rs);
+    }
+    TU_CHECK(rs && rs->run_status->samples == (uint64_t)sent &&
+                 rs->run_status->sampled == (uint64_t)sent,
+             "run status without a report: samples %llu, want %d",
+             rs ? (unsigned long long)rs->run_status->samples : 0ull, sent);
+    wire_free(&rs);
+    Rlx__RunStatus st = RLX__RUN_STATUS__INIT; // a report names the step and what was trained
+    st.step = 3;
+    st.samples = 5;
+    TU_CHECK(hub_report(h, &st) == 0, "hub_report");
+    for (int i = 0; i < 100; i++) {
+        rs = expect(obs, RLX__ENVELOPE__BODY_RUN_STATUS, 2000);
+        if (!rs || rs->run_status->step == 3)
+            break;
+        wire_free(&rs);
+    }
+    TU_CHECK(rs && rs->run_status->step == 3 && rs->run_status->samples == 5,
+             "run status after a report");
+    wire_free(&rs);
+done:
+    hub_stop(&h);
+    clients_close();
+}
+
 int main(void) {
     srand((unsigned)getpid() ^ (unsigned)time(NULL));
     snprintf(prompts_path, sizeof prompts_path, "/tmp/test_hub_prompts_%d.tsv", (int)getpid());
@@ -945,7 +1172,10 @@ int main(void) {
                  {"bad input", test_bad_input},
                  {"allowed tokens", test_allowed_tokens},
                  {"weights", test_weights},
-                 {"drain", test_drain}};
+                 {"drain", test_drain},
+                 {"bad trajectories", test_bad_trajectories},
+                 {"forged worker", test_forged_worker},
+                 {"status", test_status}};
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
         int before = tu_failures;
         int64_t t0 = now_ms();

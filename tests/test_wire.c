@@ -992,11 +992,52 @@ static void test_arena_handover(void) {
     wire_destroy(&w);
 }
 
+// ---- UTF-8 in Error.message -------------------------------------------------------------------
+
+// proto3 strings must be UTF-8: an Error whose message was cut inside a character is refused
+// whole by Python's and Go's protobuf.
+static void test_utf8_errors(void) {
+    TU_CHECK(wire_utf8_valid("a\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80", 10), "valid text refused");
+    TU_CHECK(!wire_utf8_valid("\xC3\x28", 2) && !wire_utf8_valid("\xFF", 1) &&
+                 !wire_utf8_valid("\xED\xA0\x80", 3) && !wire_utf8_valid("\xC0\xAF", 2) &&
+                 !wire_utf8_valid("\xE2\x82", 2),
+             "ill-formed UTF-8 accepted");
+    char buf[8];
+    memcpy(buf, "ab\xE2\x82\xAC\xE2\x82", 7); // as snprintf cuts "ab" + 2 euros at 8 bytes
+    buf[7] = 0;
+    TU_CHECK(strlen(buf) == 7 && !wire_utf8_valid(buf, 7), "snprintf cut inside a character");
+    TU_CHECK(wire_utf8_clip(buf) == 5 && !strcmp(buf, "ab\xE2\x82\xAC"), "clip: '%s'", buf);
+    char mid[] = "a\xFF" "b\xC3";
+    TU_CHECK(wire_utf8_clip(mid) == 3 && !strcmp(mid, "a?b"), "clip of stray bytes: '%s'", mid);
+    TU_CHECK(wire_utf8_prefix("\xE2\x82\xAC\xE2\x82\xAC", 5) == 3, "prefix at a boundary");
+
+    // A peer's run id of multi-byte characters, quoted (cut) in the refusal's detail.
+    char run[128] = "";
+    for (int i = 0; i < 30; i++)
+        strcat(run, "\xE2\x82\xAC"); // 90 bytes: the detail quotes at most 40
+    Rlx__Heartbeat hb = RLX__HEARTBEAT__INIT;
+    Rlx__Envelope env = RLX__ENVELOPE__INIT;
+    env.body_case = RLX__ENVELOPE__BODY_HEARTBEAT;
+    env.heartbeat = &hb;
+    env.run_id = run;
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    TU_CHECK(wire_encode(NULL, &env, &bytes, &len, NULL) == WIRE_OK, "encode");
+    wire_t *w = wire_new("utf8", 0, "run-\xC3\xA9t\xC3\xA9");
+    wire_error_t why;
+    Rlx__Envelope *out = NULL;
+    TU_CHECK(wire_decode(w, bytes, len, &out, &why) == WIRE_ERR_WRONG_RUN, "wrong run");
+    TU_CHECK(wire_utf8_valid(why.detail, strlen(why.detail)), "detail not UTF-8: %s", why.detail);
+    free(bytes);
+    wire_destroy(&w);
+}
+
 int main(void) {
     test_roundtrip_all_types();
     test_text_trajectory_by_hand();
     test_refusals();
     test_arena_handover();
+    test_utf8_errors();
     test_zmq_loopback();
     return tu_finish("test_wire");
 }

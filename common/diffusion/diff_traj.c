@@ -3,6 +3,8 @@
 
 #include <math.h>
 
+#include "wire.h"
+
 size_t diff_traj_dim(const diff_traj_spec_t *sp) {
     size_t n = 1;
     for (int i = 0; i < sp->nshape; i++)
@@ -39,9 +41,10 @@ const char *diff_traj_check(const diff_traj_spec_t *sp, const Rlx__DiffusionTraj
     for (size_t i = 0; i < x->n_states; i++)
         if (!isfinite(x->states[i]))
             return "state not finite";
+    float lim = WIRE_DIFF_LOGP_MAX_PER_DIM * (float)dim; // NaN fails the comparisons too
     for (size_t k = 0; k < S; k++)
-        if (!isfinite(x->logpf[k]) || !isfinite(x->logpb[k]))
-            return "logpf/logpb not finite";
+        if (!(fabsf(x->logpf[k]) <= lim) || !(fabsf(x->logpb[k]) <= lim))
+            return "logpf/logpb not finite or |logp| > WIRE_DIFF_LOGP_MAX_PER_DIM * dim";
     if (x->class_label != label)
         return "class_label differs from the work item's";
     return NULL;

@@ -29,7 +29,8 @@ typedef struct {
 // Elements of one sample: the product of the spec's shape.
 size_t diff_traj_dim(const diff_traj_spec_t *sp);
 // Why x cannot be a chain of spec sp conditioned on label (shape, steps, counts, timesteps
-// strictly decreasing to 0 and sp->ts when given, finite states and log-densities, the class
+// strictly decreasing to 0 and sp->ts when given, finite states, log-densities of magnitude
+// at most WIRE_DIFF_LOGP_MAX_PER_DIM * dim (wire.h), the class
 // label), or NULL.
 const char *diff_traj_check(const diff_traj_spec_t *sp, const Rlx__DiffusionTrajectory *x,
                             int label);

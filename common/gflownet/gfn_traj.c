@@ -4,6 +4,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "wire.h"
+
 #define GFN_TRAJ_MAX_DIM 64 // gfn_grid's limit
 
 const char *gfn_traj_check(const gfn_grid_t *g, const Rlx__GflowTrajectory *x) {
@@ -37,10 +39,10 @@ const char *gfn_traj_check(const gfn_grid_t *g, const Rlx__GflowTrajectory *x) {
         for (int d = 0; d < D; d++)
             if (n[d] != s[d] + (a == (uint32_t)d ? 1.0f : 0.0f))
                 return "a state is not the previous one plus the action's unit step";
-        if (!isfinite(x->logpf[t]) || x->logpf[t] > 1e-4f)
-            return "logpf not finite or > 0";
-        if (x->n_logpb && (!isfinite(x->logpb[t]) || x->logpb[t] > 1e-4f))
-            return "logpb not finite or > 0";
+        if (!(x->logpf[t] >= WIRE_LOGPROB_MIN && x->logpf[t] <= 1e-4f)) // NaN fails too
+            return "logpf outside [WIRE_LOGPROB_MIN, 0]";
+        if (x->n_logpb && !(x->logpb[t] >= WIRE_LOGPROB_MIN && x->logpb[t] <= 1e-4f))
+            return "logpb outside [WIRE_LOGPROB_MIN, 0]";
     }
     return NULL;
 }

@@ -18,7 +18,7 @@
 
 // Why x cannot be a trajectory of grid g (state_dim, lengths, coordinates in range and
 // integral, start at 0, every step the action's unit step, stop last and only last, legal
-// actions, finite log-probs <= 0), or NULL if it can.
+// actions, log-probs in [WIRE_LOGPROB_MIN, 0]), or NULL if it can.
 const char *gfn_traj_check(const gfn_grid_t *g, const Rlx__GflowTrajectory *x);
 // Fills x with trajectory i of b, using states (>= (max_len + 1) * D floats) and actions
 // (>= max_len) as its storage; logpf/logpb point into b.

@@ -91,6 +91,7 @@ static int refuse(wire_t *self, wire_error_t *why, int code, size_t size, uint32
     va_start(ap, fmt);
     vsnprintf(e.detail, sizeof e.detail, fmt, ap);
     va_end(ap);
+    wire_utf8_clip(e.detail); // it may quote the peer (its run id), and vsnprintf cuts anywhere
     if (self) {
         self->stats.errors[code]++;
         int routine =
@@ -430,9 +431,10 @@ static int decode(wire_t *self, const uint8_t *buf, size_t len, Rlx__Envelope **
     } else if (self && self->run_id && env->run_id && env->run_id[0] &&
                strcmp(env->run_id, self->run_id) != 0) {
         rc = refuse(self, why, WIRE_ERR_WRONG_RUN, len, 0, env->seq,
-                    "%s for run \"%.40s\", this is run \"%.40s\": a worker left over from "
+                    "%s for run \"%.*s\", this is run \"%.*s\": a worker left over from "
                     "another run?",
-                    wire_body_name(env->body_case), env->run_id, self->run_id);
+                    wire_body_name(env->body_case), wire_utf8_prefix(env->run_id, 40),
+                    env->run_id, wire_utf8_prefix(self->run_id, 40), self->run_id);
     }
     if (rc != WIRE_OK) {
         arena_destroy(arena);
@@ -622,6 +624,91 @@ int wire_send_error(wire_t *self, void *socket, const wire_peer_t *to, const wir
     env.body_case = RLX__ENVELOPE__BODY_ERROR;
     env.error = &error;
     return wire_send(self, socket, to, &env, NULL);
+}
+
+// ---- UTF-8 ------------------------------------------------------------------------------
+
+// Bytes of the well-formed UTF-8 sequence at s[0..n), or 0 if it is not one (Unicode table
+// 3-7: no overlong forms, no surrogates, nothing above U+10FFFF).
+static size_t utf8_seq(const unsigned char *s, size_t n) {
+    unsigned c = s[0];
+    if (c < 0x80)
+        return 1;
+    size_t need;
+    unsigned lo = 0x80, hi = 0xBF;
+    if (c < 0xC2 || c > 0xF4)
+        return 0;
+    if (c <= 0xDF) {
+        need = 1;
+    } else if (c <= 0xEF) {
+        need = 2;
+        lo = c == 0xE0 ? 0xA0 : 0x80;
+        hi = c == 0xED ? 0x9F : 0xBF;
+    } else {
+        need = 3;
+        lo = c == 0xF0 ? 0x90 : 0x80;
+        hi = c == 0xF4 ? 0x8F : 0xBF;
+    }
+    if (n < need + 1)
+        return 0;
+    for (size_t j = 1; j <= need; j++) {
+        if (s[j] < lo || s[j] > hi)
+            return 0;
+        lo = 0x80;
+        hi = 0xBF;
+    }
+    return need + 1;
+}
+
+int wire_utf8_valid(const char *s, size_t len) {
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < len;) {
+        size_t m = utf8_seq(p + i, len - i);
+        if (!m)
+            return 0;
+        i += m;
+    }
+    return 1;
+}
+
+size_t wire_utf8_clip(char *s) {
+    unsigned char *p = (unsigned char *)s;
+    size_t len = strlen(s);
+    for (size_t i = 0; i < len;) {
+        size_t m = utf8_seq(p + i, len - i);
+        if (m) {
+            i += m;
+            continue;
+        }
+        // Ill-formed: at the end, a sequence cut short (its lead byte promises more bytes
+        // than are left) is cut off; anywhere else the byte becomes '?'.
+        unsigned c = p[i];
+        size_t promised = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 ? 2 : 0;
+        int cut_short = promised > len - i && c <= 0xF4;
+        for (size_t j = i + 1; cut_short && j < len; j++)
+            cut_short = (p[j] & 0xC0) == 0x80;
+        if (cut_short) {
+            p[len = i] = 0;
+            break;
+        }
+        p[i++] = '?';
+    }
+    return len;
+}
+
+int wire_utf8_prefix(const char *s, int max) {
+    const unsigned char *p = (const unsigned char *)s;
+    int n = 0;
+    while (n < max && p[n]) {
+        size_t left = strnlen(s + n, 4);
+        size_t m = utf8_seq(p + n, left);
+        if (m == 0)
+            m = 1; // ill-formed bytes count one each (wire_utf8_clip turns them into '?')
+        if (n + (int)m > max)
+            break;
+        n += (int)m;
+    }
+    return n;
 }
 
 // ---- names ------------------------------------------------------------------------------

@@ -27,6 +27,20 @@
 // Suggested weight chunk size: big enough that per-message costs vanish, small enough that a
 // chunk never holds up heartbeats for long.
 #define WIRE_WEIGHT_CHUNK_BYTES ((size_t)1 << 20)
+// Smallest behaviour log-probability a trajectory may carry (TextTrajectory.logprobs,
+// GflowTrajectory.logpf/logpb; rlx.proto). Samplers compute probabilities in fp32, where
+// exp(x) underflows to 0 below about -103.3 (2^-149, the smallest subnormal), so a token or
+// action that was actually drawn never has log p below that; -128 leaves a margin for
+// log-space rounding. Anything lower (e.g. -1e30) is refused: it can only be forged, and it
+// overflows the learner's importance ratios.
+#define WIRE_LOGPROB_MIN (-128.0f)
+// Largest |log-density| per sample dimension of a diffusion step (DiffusionTrajectory
+// logpf/logpb): a Gaussian log N(x; m, s^2) per dimension is -log s - 0.92 - z^2/2; fp32
+// sampling keeps log s above -88 and Box-Muller's |z| below 8.6 for the drawn kernel, and
+// the noising kernel P_B of a badly fitted chain may be far out in its tail, so the bound is
+// generous: 1e6 per dimension (the sum over dim dimensions: dim * 1e6, which also bounds the
+// mean form).
+#define WIRE_DIFF_LOGP_MAX_PER_DIM 1e6f
 // Longest ZeroMQ routing identity (ZeroMQ's own limit).
 #define WIRE_MAX_IDENTITY 255
 
@@ -166,6 +180,22 @@ int wire_recv(wire_t *self, void *socket, int timeout_ms, wire_peer_t *from, Rlx
 // Tells a peer its message was refused: sends an Error with the code for why->code, its
 // detail and its seq. Returns what wire_send returns.
 int wire_send_error(wire_t *self, void *socket, const wire_peer_t *to, const wire_error_t *why);
+
+// ---- UTF-8 ------------------------------------------------------------------------------
+// proto3 `string` fields must hold valid UTF-8 (protobuf in Python and Go refuse the whole
+// message otherwise); protobuf-c does not check. Text rlx cuts to fit a buffer (Error.message)
+// goes through wire_utf8_clip.
+
+// 1 if s[0..len) is well-formed UTF-8 (no overlong forms, surrogates or code points above
+// U+10FFFF), else 0.
+int wire_utf8_valid(const char *s, size_t len);
+// Makes the NUL-terminated s valid UTF-8 in place: an incomplete sequence at the end (what
+// snprintf leaves when it cuts inside a multi-byte character) is cut off, so the cut falls on
+// a code-point boundary; any other ill-formed byte becomes '?'. Returns the new length.
+size_t wire_utf8_clip(char *s);
+// Bytes of the longest prefix of s of at most max bytes that ends on a code-point boundary
+// (for "%.*s" of a peer's string).
+int wire_utf8_prefix(const char *s, int max);
 
 // ---- names ------------------------------------------------------------------------------
 // Short text of a wire_rc_t ("malformed message").

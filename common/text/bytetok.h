@@ -11,8 +11,10 @@
 int bytetok_encode_prompt(const char *text, size_t len, int *out, int cap);
 
 // Response tokens up to (not including) the first EOS as text, NUL-terminated in out
-// (cap >= 1). Special tokens other than EOS (BOS, PAD, SEP, anything >= 256) are not bytes:
-// each becomes U+FFFD so a scorer sees that the response was not plain text. Returns the
+// (cap >= 1), always valid UTF-8 (proto3 strings must be: ScoreItem.response_text). Special
+// tokens other than EOS (BOS, PAD, SEP, anything >= 256) are not bytes: each becomes U+FFFD
+// so a scorer sees that the response was not plain text; so does each ill-formed UTF-8 byte
+// sequence (one U+FFFD per maximal subpart). 3 * n + 1 bytes always suffice. Returns the
 // text length, or -1 if a token is out of the vocabulary (negative or >= vocab).
 int bytetok_decode_response(const int *tokens, int n, int vocab, char *out, size_t cap);
 // The same for tokens as they come off the wire (TextTrajectory.response_tokens).
