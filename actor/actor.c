@@ -22,6 +22,7 @@
 #include "ckpt.h"
 #include "diffusion_actor.h"
 #include "gflow_actor.h"
+#include "gfn_ckpt.h"
 #include "gpt.h"
 #include "item_batch.h"
 #include "sampler.h"
@@ -308,6 +309,26 @@ static int config_matches(const gpt_config_t *c, const int32_t *k) {
            c->vocab == k[4];
 }
 
+// 0 when every parameter of ck (its "params" section, and a GFlowNet's log Z) is finite,
+// else -1 with err naming the first that is not: weights from a diverged learner.
+static int params_finite(const ckpt_t *ck, char *err, size_t errlen) {
+    uint64_t nb = 0;
+    const float *w = ckpt_section(ck, "params", &nb);
+    for (uint64_t i = 0; w && i < nb / sizeof *w; i++) {
+        if (!isfinite(w[i])) {
+            snprintf(err, errlen, "parameter %llu of %llu is %g: non-finite weights",
+                     (unsigned long long)i, (unsigned long long)(nb / sizeof *w), (double)w[i]);
+            return -1;
+        }
+    }
+    const gfn_ckpt_logz_t *lz = ckpt_section(ck, "logz", &nb);
+    if (lz && nb == sizeof *lz && !isfinite(lz->w)) {
+        snprintf(err, errlen, "log Z is %g: non-finite weights", (double)lz->w);
+        return -1;
+    }
+    return 0;
+}
+
 // Installs checkpoint bytes as the policy of version `version`. 0, or -1 (counted, logged).
 static int install_weights(actor_t *a, const void *blob, size_t len, uint64_t version,
                            const int32_t *announced, int nannounced) {
@@ -331,6 +352,10 @@ static int install_weights(actor_t *a, const void *blob, size_t len, uint64_t ve
                      announced[i], cfg[i]);
             goto refused;
         }
+    }
+    if (params_finite(ck, err, sizeof err) != 0) {
+        a->st.weights_nonfinite++;
+        goto refused;
     }
     if (ckpt_kind(ck) == CKPT_KIND_GFN) {
         if (gflow_actor_install(&a->gfn, ck, err, sizeof err) != 0)
@@ -358,6 +383,10 @@ refused:
     ckpt_destroy(&ck);
     a->st.blobs_bad++;
     log_once(a, LOG_BAD_BLOB, "refused weights v%llu: %s", (unsigned long long)version, err);
+    char msg[320];
+    snprintf(msg, sizeof msg, "weights v%llu refused (keeping v%llu): %s",
+             (unsigned long long)version, (unsigned long long)a->st.policy_version, err);
+    send_error(a, RLX__ERROR_CODE__ERROR_CODE_BAD_REQUEST, msg);
     return -1;
 }
 
@@ -604,7 +633,7 @@ static int job_slice(actor_t *a) {
     int rc = sampler_generate(a->sampler, j->slice_tok, j->slice_off, b, &j->sc, (uint64_t)j->next,
                               j->out_tok + at, j->out_logp + at, j->out_len + j->next);
     if (rc != 0)
-        return -1;
+        return rc;
     for (int i = 0; i < b; i++) {
         j->out_ver[j->next + i] = a->st.policy_version;
         a->st.tokens += (uint64_t)j->out_len[j->next + i];
@@ -750,10 +779,16 @@ static int work_step(actor_t *a) {
             return 1;
         }
     }
-    if (job_slice(a) != 0) {
-        log_once(a, LOG_SAMPLER, "sampler refused work item %llu's arguments",
-                 (unsigned long long)a->job.item->work_id);
-        refuse_item(a, a->job.item->work_id, "sampler refused the arguments");
+    int rc = job_slice(a);
+    if (rc != 0) {
+        const char *why = rc == SAMPLER_NONFINITE
+                              ? "the model gives NaN/inf logits (non-finite weights?)"
+                              : "sampler refused the arguments";
+        if (rc == SAMPLER_NONFINITE)
+            a->st.items_nonfinite++;
+        log_once(a, LOG_SAMPLER, "work item %llu: %s", (unsigned long long)a->job.item->work_id,
+                 why);
+        refuse_item(a, a->job.item->work_id, why);
         job_free(&a->job);
         send_work_request(a);
         return 1;
@@ -878,7 +913,10 @@ actor_t *actor_new(const actor_config_t *c, void *zmq_ctx) {
         omp_set_num_threads(c->threads);
     if (c->model_path) {
         char err[256];
-        a->model = gpt_load(c->model_path, 1, err, sizeof err);
+        ckpt_t *ck = ckpt_read(c->model_path, err, sizeof err);
+        if (ck && params_finite(ck, err, sizeof err) == 0)
+            a->model = gpt_from_ckpt(ck, 1, err, sizeof err);
+        ckpt_destroy(&ck);
         if (!a->model) {
             fprintf(stderr, "rlx-actor: cannot load --model %s: %s\n", c->model_path, err);
             actor_destroy(&a);

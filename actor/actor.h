@@ -24,8 +24,12 @@
 //    newer announce arrives. A WorkItem wanting a version newer than the one held waits
 //    while that version is being fetched, else it is sampled with the weights held (its
 //    trajectories say which version they used).
+//  - weights whose blob holds a NaN or infinite parameter (a diverged learner) are refused
+//    with an Error (ERROR_CODE_BAD_REQUEST naming the version) and not fetched again: the
+//    actor keeps sampling with the last good version. Likewise an --model checkpoint.
 //  - an item it cannot sample (a prompt that does not fit the context, tokens out of the
-//    vocabulary, no weights because none were ever announced) is answered with an Error
+//    vocabulary, no weights because none were ever announced, a model that gives NaN/inf
+//    logits) is answered with an Error
 //    (ERROR_CODE_BAD_REQUEST naming the work_id) and an empty TrajectoryBatch with its
 //    work_id, so the hub can settle it at once.
 //  - WorkItem.allowed_tokens (if any) restricts sampling to those tokens (sampler.h); an
@@ -73,7 +77,9 @@ typedef struct {
     uint64_t chunks_received;    // weight chunks accepted
     uint64_t chunks_bad;         // weight chunks refused (crc, size, offset, version)
     uint64_t chunks_rerequested; // chunk requests sent again (bad chunk or timeout)
-    uint64_t blobs_bad;          // whole blobs refused (crc or checkpoint parse/config)
+    uint64_t blobs_bad;          // whole blobs refused (crc, checkpoint parse/config, NaN)
+    uint64_t weights_nonfinite;  // of those, blobs with a NaN/inf parameter (version kept)
+    uint64_t items_nonfinite;    // items refused because the model gave NaN/inf logits
     wlink_stats_t session;       // the hub session: Hellos, reconnects, errors, worker_id
 } actor_stats_t;
 

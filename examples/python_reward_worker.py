@@ -6,7 +6,8 @@ It shows everything a worker in any language needs (proto/rlx.proto is the contr
     with protocol_version = 2 stamped on it;
   - join: Hello(role REWARD_WORKER, scorers, credits) -> Welcome(worker_id, heartbeat);
   - a Heartbeat every heartbeat_interval_ms when nothing else was sent; a hub silent for
-    heartbeat_liveness intervals is presumed gone: new socket, Hello again with our id;
+    heartbeat_liveness intervals is presumed gone: new socket, Hello again with our id and
+    the Welcome's session_key (the proof that the rejoin is us; a new id brings a new key);
   - ScoreRequest -> ScoreReply (same request_id, one ScoreResult per item);
   - Error NOT_JOINED -> Hello again; SIGINT/SIGTERM -> Bye, exit 0.
 
@@ -112,6 +113,7 @@ class Worker:
         self.sock = None
         self.seq = 0
         self.worker_id = 0
+        self.session_key = 0  # Welcome.session_key for worker_id: proves a rejoin is us
         self.run_id = args.run_id or ""
         self.joined = False
         self.hb_s = args.heartbeat_ms / 1000.0
@@ -148,7 +150,8 @@ class Worker:
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.connect(self.args.hub)
         h = self.pb.Hello(role=self.pb.ROLE_REWARD_WORKER, worker_id=self.worker_id,
-                          name=self.args.name, agent="python-example 1",
+                          session_key=self.session_key, name=self.args.name,
+                          agent="python-example 1",
                           scorers=self.scorers,
                           trajectory_kinds=[self.pb.TRAJECTORY_KIND_TEXT,
                                             self.pb.TRAJECTORY_KIND_DIFFUSION,
@@ -212,6 +215,7 @@ class Worker:
         if kind == "welcome":
             w = env.welcome
             self.worker_id = w.worker_id
+            self.session_key = w.session_key  # the key goes with the id, old or new
             if w.heartbeat_interval_ms:
                 self.hb_s = w.heartbeat_interval_ms / 1000.0
             if w.heartbeat_liveness:

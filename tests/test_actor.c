@@ -5,7 +5,10 @@
 // log-probs match gpt_forward on the same tokens, with unique ids and the right policy
 // version; a second version (same config) is installed in place and used; an item whose
 // prompt does not fit the context is refused with an Error and an empty batch. Then the real
-// rlx-actor executable: SIGTERM gives Bye and exit 0. Every receive has a deadline.
+// rlx-actor executable: SIGTERM gives Bye and exit 0. Also: every Hello after a Welcome
+// carries its session_key (the rejoin proof); weights with a NaN parameter are refused with
+// an Error and the last good version kept; the sampler on NaN/inf logits fails instead of
+// drawing token -1. Every receive has a deadline.
 #include <stdio.h>
 
 #include "testutil.h"
@@ -22,6 +25,7 @@
 
 #include "actor.h"
 #include "gpt.h"
+#include "sampler.h"
 #include "util.h"
 #include "wire.h"
 
@@ -440,6 +444,180 @@ static void test_actor_thread(void *ctx) {
     fh_close(&h);
 }
 
+// ---- rejoin proof: the Welcome's session_key goes into every later Hello under its id ---------
+
+// Sends a Welcome of worker id with session key to the last worker heard from.
+static void send_welcome(fake_hub_t *h, uint32_t id, uint64_t key) {
+    Rlx__Welcome wel = RLX__WELCOME__INIT;
+    wel.worker_id = id;
+    wel.session_key = key;
+    wel.heartbeat_interval_ms = 200;
+    wel.heartbeat_liveness = 50;
+    Rlx__Envelope out = RLX__ENVELOPE__INIT;
+    out.body_case = RLX__ENVELOPE__BODY_WELCOME;
+    out.welcome = &wel;
+    fh_send(h, &out);
+}
+
+static void send_not_joined(fake_hub_t *h) {
+    Rlx__Error e = RLX__ERROR__INIT;
+    e.code = RLX__ERROR_CODE__ERROR_CODE_NOT_JOINED;
+    e.message = "unknown worker";
+    Rlx__Envelope out = RLX__ENVELOPE__INIT;
+    out.body_case = RLX__ENVELOPE__BODY_ERROR;
+    out.error = &e;
+    fh_send(h, &out);
+}
+
+// Expects a Hello with worker_id id and session_key key.
+static void expect_hello(fake_hub_t *h, uint32_t id, uint64_t key, const char *what) {
+    Rlx__Envelope *env = fh_expect(h, RLX__ENVELOPE__BODY_HELLO, 10.0);
+    TU_CHECK(env != NULL, "%s: no Hello within 10 s", what);
+    if (env)
+        TU_CHECK(env->hello->worker_id == id && env->hello->session_key == key,
+                 "%s: Hello worker_id %u key %016llx, want %u key %016llx", what,
+                 env->hello->worker_id, (unsigned long long)env->hello->session_key, id,
+                 (unsigned long long)key);
+    wire_free(&env);
+}
+
+static void test_actor_rejoin(void *ctx) {
+    fake_hub_t h;
+    fh_open(&h, ctx);
+    actor_config_t c = actor_defaults();
+    c.hub = h.ep;
+    c.name = "t-rejoin";
+    c.heartbeat_ms = 200;
+    c.threads = 1;
+    c.stats_interval_ms = 0;
+    runner_t run = {.a = actor_new(&c, ctx)};
+    TU_CHECK(run.a != NULL, "actor_new");
+    if (!run.a)
+        return;
+    pthread_t th;
+    pthread_create(&th, NULL, run_actor, &run);
+    const uint64_t k1 = 0x9e3779b97f4a7c15ull, k2 = 0x0123456789abcdefull;
+    expect_hello(&h, 0, 0, "first Hello");
+    send_welcome(&h, 5, k1);
+    send_not_joined(&h); // the hub forgot us: the rejoin must prove it is worker 5
+    expect_hello(&h, 5, k1, "rejoin after NOT_JOINED");
+    send_welcome(&h, 8, k2); // the hub gave another id: its key goes with it
+    send_not_joined(&h);
+    expect_hello(&h, 8, k2, "rejoin under the new id");
+    send_welcome(&h, 8, k2);
+    printf("ok   rejoin: every later Hello carries the Welcome's session_key\n");
+    run.stop = 1;
+    pthread_join(th, NULL);
+    actor_destroy(&run.a);
+    fh_close(&h);
+}
+
+// ---- non-finite weights: refused, the last good version kept -------------------------------
+
+static void test_actor_nan_weights(void *ctx) {
+    fake_hub_t h;
+    fh_open(&h, ctx);
+    gpt_config_t cfg = {.n_layer = 1, .n_embd = 16, .n_head = 2, .ctx_len = 32, .vocab = GPT_VOCAB};
+    gpt_t *ref = gpt_new(&cfg, 2, 7);
+    weights_t w1, w2;
+    weights_make(&w1, ref, 1);
+    float keep = ref->ps.w[3];
+    ref->ps.w[3] = NAN; // what a diverged learner published
+    weights_make(&w2, ref, 2);
+    ref->ps.w[3] = keep;
+
+    actor_config_t c = actor_defaults();
+    c.hub = h.ep;
+    c.name = "t-nan";
+    c.heartbeat_ms = 200;
+    c.threads = 1;
+    c.stats_interval_ms = 0;
+    runner_t run = {.a = actor_new(&c, ctx)};
+    TU_CHECK(run.a != NULL, "actor_new");
+    if (!run.a)
+        return;
+    pthread_t th;
+    pthread_create(&th, NULL, run_actor, &run);
+    Rlx__Envelope *env = fh_expect(&h, RLX__ENVELOPE__BODY_HELLO, 10.0);
+    TU_CHECK(env != NULL, "no Hello");
+    wire_free(&env);
+    Rlx__Welcome wel = RLX__WELCOME__INIT;
+    wel.worker_id = 5;
+    wel.heartbeat_interval_ms = 200;
+    wel.heartbeat_liveness = 50;
+    wel.policy_version = 1;
+    wel.weights = &w1.ann;
+    Rlx__Envelope out = RLX__ENVELOPE__INIT;
+    out.body_case = RLX__ENVELOPE__BODY_WELCOME;
+    out.welcome = &wel;
+    fh_send(&h, &out);
+    int window = 0;
+    serve_weights(&h, &w1, -1, &window, NULL);
+    send_work(&h, 80, 1, 0);
+    check_batch(&h, ref, 80, 1, 1);
+
+    out.body_case = RLX__ENVELOPE__BODY_WEIGHT_ANNOUNCE;
+    out.weight_announce = &w2.ann;
+    fh_send(&h, &out);
+    serve_weights(&h, &w2, -1, &window, NULL);
+    env = fh_expect(&h, RLX__ENVELOPE__BODY_ERROR, 10.0);
+    TU_CHECK(env && env->error->code == RLX__ERROR_CODE__ERROR_CODE_BAD_REQUEST &&
+                 strstr(env->error->message, "v2") && strstr(env->error->message, "non-finite"),
+             "Error for the NaN weights: %s", env ? env->error->message : "(none)");
+    wire_free(&env);
+    send_work(&h, 81, 2, 0); // wants v2: sampled with v1, the last good weights
+    check_batch(&h, ref, 81, 1, 7);
+
+    run.stop = 1;
+    pthread_join(th, NULL);
+    const actor_stats_t *st = actor_stats(run.a);
+    TU_CHECK(st->items == 2 && st->policy_version == 1 && st->weight_loads == 1 &&
+                 st->blobs_bad == 1 && st->weights_nonfinite == 1,
+             "stats: items %llu version %llu loads %llu bad blobs %llu non-finite %llu",
+             (unsigned long long)st->items, (unsigned long long)st->policy_version,
+             (unsigned long long)st->weight_loads, (unsigned long long)st->blobs_bad,
+             (unsigned long long)st->weights_nonfinite);
+    printf("ok   NaN weights v2 refused with an Error; v1 kept and sampled\n");
+    actor_destroy(&run.a);
+    free(w1.blob);
+    free(w2.blob);
+    gpt_destroy(&ref);
+    fh_close(&h);
+}
+
+// ---- the sampler on a model with NaN logits: fails, never an out-of-range token ----------------
+
+static void test_sampler_nan_logits(void) {
+    gpt_config_t cfg = {.n_layer = 1, .n_embd = 16, .n_head = 2, .ctx_len = 32, .vocab = GPT_VOCAB};
+    for (int mode = 0; mode < 3; mode++) { // all weights NaN; one +inf; greedy with NaN
+        gpt_t *m = gpt_new(&cfg, 2, 11);
+        if (mode == 1)
+            m->ps.w[m->ps.n / 2] = INFINITY;
+        else
+            for (size_t i = 0; i < m->ps.n; i++)
+                m->ps.w[i] = NAN;
+        sampler_t *s = sampler_new(m, 2);
+        int prompt[4] = {GPT_TOK_BOS, '1', GPT_TOK_BOS, '2'}, off[3] = {0, 2, 4};
+        sample_config_t sc = {.temperature = mode == 2 ? 0.0f : 1.0f, .max_new = 8, .seed = 3};
+        sc.stop[sc.n_stop++] = GPT_TOK_EOS;
+        int tok[2 * 8], len[2];
+        float lp[2 * 8];
+        for (int i = 0; i < 16; i++)
+            tok[i] = 0;
+        int rc = sampler_generate(s, prompt, off, 2, &sc, 0, tok, lp, len);
+        int bad = 0;
+        for (int i = 0; i < 2; i++)
+            for (int t = 0; t < len[i] && t < 8; t++)
+                bad += tok[i * 8 + t] < 0 || tok[i * 8 + t] >= GPT_VOCAB;
+        TU_CHECK(rc == SAMPLER_NONFINITE && bad == 0,
+                 "sampler on non-finite logits (mode %d): rc %d (want %d), %d tokens out of range",
+                 mode, rc, SAMPLER_NONFINITE, bad);
+        sampler_destroy(&s);
+        gpt_destroy(&m);
+    }
+    printf("ok   sampler: NaN/inf logits give SAMPLER_NONFINITE, no token out of range\n");
+}
+
 // ---- the executable: SIGTERM -> Bye, exit 0
 // ---------------------------------------------------------
 
@@ -505,7 +683,10 @@ int main(void) {
     if (!mkdtemp(tmpdir))
         RLX_DIE("mkdtemp failed");
     void *ctx = zmq_ctx_new();
+    test_sampler_nan_logits();
     test_actor_thread(ctx);
+    test_actor_rejoin(ctx);
+    test_actor_nan_weights(ctx);
     test_actor_sigterm(ctx);
     zmq_ctx_term(ctx);
     char cmd[512];

@@ -91,9 +91,16 @@ static void fh_send(fake_hub_t *h, Rlx__Envelope *env) {
 
 // Welcome with heartbeats every 200 ms; this hub sends none, so liveness decides when the
 // worker presumes it gone: long (10 s) unless a test wants the reconnect.
+// The session key this hub hands out with worker_id (a real hub draws it at random): a
+// worker's later Hello under that id must carry it (the rejoin proof; join checks it).
+static uint64_t session_key_of(uint32_t worker_id) {
+    return 0x5e55000000000000ull ^ ((uint64_t)worker_id * 0x9E3779B97F4A7C15ull);
+}
+
 static void fh_welcome_liveness(fake_hub_t *h, uint32_t worker_id, uint32_t liveness) {
     Rlx__Welcome w = RLX__WELCOME__INIT;
     w.worker_id = worker_id;
+    w.session_key = session_key_of(worker_id);
     w.heartbeat_interval_ms = 200;
     w.heartbeat_liveness = liveness;
     Rlx__Envelope env = RLX__ENVELOPE__INIT;
@@ -249,6 +256,11 @@ static long join(fake_hub_t *h, Rlx__Role role, uint32_t worker_id, const char *
     for (size_t i = 0; i < hello->n_scorers; i++)
         found |= strcmp(hello->scorers[i], want_scorer) == 0;
     TU_CHECK(found, "Hello does not list scorer %s", want_scorer);
+    uint64_t want_key = hello->worker_id ? session_key_of(hello->worker_id) : 0;
+    TU_CHECK(hello->session_key == want_key,
+             "Hello under id %u carries session_key %016llx, want %016llx (the Welcome's)",
+             hello->worker_id, (unsigned long long)hello->session_key,
+             (unsigned long long)want_key);
     long id = hello->worker_id;
     wire_free(&env);
     fh_welcome(h, worker_id);

@@ -24,6 +24,7 @@ struct wlink {
     void *sock;          // DEALER socket to the hub (NULL before the first Hello)
     wire_t *wire;        // wire endpoint state of sock
     wlink_stats_t st;    // counters
+    uint64_t key;        // Welcome.session_key for st.worker_id: the rejoin proof (0 before)
     int send_logged;     // a send failure was logged (once)
     int joined;          // Welcome received on this socket
     int hub_left;        // the hub said Bye
@@ -94,6 +95,7 @@ static int send_hello(wlink_t *l) {
         h.trajectory_kinds = kinds;
     }
     h.worker_id = l->st.worker_id;
+    h.session_key = l->key; // proves a rejoin under worker_id is this worker
     h.name = l->name;
     h.pid = (uint32_t)getpid();
     Rlx__Envelope env = RLX__ENVELOPE__INIT;
@@ -120,6 +122,7 @@ static void on_welcome(wlink_t *l, const Rlx__Envelope *env) {
     if (l->st.worker_id && w->worker_id != l->st.worker_id)
         logf_(l, "rejoined as worker %u (was %u)", w->worker_id, l->st.worker_id);
     l->st.worker_id = w->worker_id;
+    l->key = w->session_key; // the key goes with the id, old or new
     if (w->heartbeat_interval_ms)
         l->hb_ms = (int)w->heartbeat_interval_ms;
     if (w->heartbeat_liveness)

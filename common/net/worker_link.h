@@ -1,9 +1,10 @@
 // worker_link.h: a worker's side of its session with the hub (proto/rlx.proto, "join"), shared
 // by rlx-actor and rlx-reward: one DEALER socket; Hello on a fresh socket, retried with
 // exponential backoff until Welcome; heartbeats; the hub presumed gone after `liveness`
-// silent intervals (then a new socket and Hello, keeping the worker id); NOT_JOINED answered
-// with a new Hello; Bye. What differs by role (Hello's role, scorers and credits, the
-// heartbeat's credits) comes from the owner's hooks.
+// silent intervals (then a new socket and Hello, keeping the worker id and proving it with
+// the session_key of the Welcome that assigned it; a Welcome with another id replaces both);
+// NOT_JOINED answered with a new Hello; Bye. What differs by role (Hello's role, scorers and
+// credits, the heartbeat's credits) comes from the owner's hooks.
 //
 // A fresh socket per Hello: Hellos queued in a socket to a hub that is not there yet would
 // each become a separate worker once it appears.

@@ -126,9 +126,16 @@ static int cmp_desc(const void *a, const void *b) {
 }
 
 // Draws a token from one row of logits; *logp gets its log-probability under the
-// distribution it was drawn from (the untempered model's for greedy decoding).
+// distribution it was drawn from (the untempered model's for greedy decoding). -1 when the
+// row has no distribution to draw from (a NaN or +inf logit).
 static int draw(sampler_t *s, const float *logits, int V, const sample_config_t *c, rng_t *r,
                 float *logp) {
+    // A NaN or +inf logit (non-finite weights) leaves no distribution to draw from: without
+    // this check the inverse-CDF walk below finds no token with mass and returns -1, which
+    // the next step reads as an embedding row before the table. -inf is a masked-out token.
+    for (int v = 0; v < V; v++)
+        if (!(logits[v] < INFINITY))
+            return -1;
     if (c->temperature <= 0.0f) {
         int best = 0;
         for (int v = 1; v < V; v++)
@@ -166,6 +173,8 @@ static int draw(sampler_t *s, const float *logits, int V, const sample_config_t 
         if (u < acc)
             break;
     }
+    if (pick < 0) // no token with mass: never a token id
+        return -1;
     *logp = (float)(logits[pick] * inv_t - mx - log(sum));
     return pick;
 }
@@ -240,6 +249,8 @@ int sampler_generate(sampler_t *s, const int *prompt, const int *prompt_off, int
                 for (int v = 0; v < V; v++)
                     row[v] = s->allow[v] ? row[v] : -INFINITY;
             int tok = draw(s, row, V, c, &s->rng[i], &lp);
+            if (tok < 0)
+                return SAMPLER_NONFINITE;
             out_tokens[(size_t)i * c->max_new + out_len[i]] = tok;
             out_logp[(size_t)i * c->max_new + out_len[i]] = lp;
             out_len[i]++;

@@ -14,6 +14,8 @@
 #include "gpt.h"
 
 #define SAMPLER_MAX_STOP 8
+// sampler_generate's result when the model gives no distribution to draw from.
+#define SAMPLER_NONFINITE (-2)
 
 typedef struct {
     float temperature;          // 0 = greedy (argmax); logp then refers to the untempered model
@@ -39,7 +41,9 @@ void sampler_destroy(sampler_t **self_p);
 // sampling distribution out_logp (B, max_new) and lengths out_len (B). With allowed tokens,
 // that distribution is the softmax over the allowed set only (top-k then ranks within it;
 // greedy picks its argmax and logp is the untempered log-softmax over it). Returns 0, or -1
-// if the arguments do not fit (nothing sampled; also an allowed token outside the vocabulary).
+// if the arguments do not fit (nothing sampled; also an allowed token outside the vocabulary),
+// or SAMPLER_NONFINITE when a row of logits holds a NaN or +inf (non-finite weights): the
+// outputs are then partial and not to be used.
 int sampler_generate(sampler_t *s, const int *prompt, const int *prompt_off, int B,
                      const sample_config_t *c, uint64_t seq_id0, int *out_tokens, float *out_logp,
                      int *out_len);
