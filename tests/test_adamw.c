@@ -184,6 +184,7 @@ static void test_threads_deterministic(void) {
 }
 
 int main(void) {
+    tu_blas_core("test_adamw");
     test_schedule();
     test_against_torch();
     test_clip_in_place();

@@ -688,6 +688,7 @@ static void test_toy(void) {
 }
 
 int main(void) {
+    tu_blas_core("test_diffusion_rl");
     layers_set_threads(getenv("RLX_THREADS") ? atoi(getenv("RLX_THREADS")) : 1);
     test_tracker();
     test_math();

@@ -523,6 +523,7 @@ static int measure(const char *spec) {
 }
 
 int main(void) {
+    tu_blas_core("test_gflownet");
     layers_set_threads(1);
     const char *spec = getenv("GFN_TRAIN");
     if (spec && *spec)

@@ -424,6 +424,7 @@ static void test_vocab_mask(void) {
 }
 
 int main(void) {
+    tu_blas_core("test_gpt");
     R = ref_load(tu_src_path("tests/ref/gpt.bin"));
     if (!R) {
         fprintf(stderr, "test_gpt: no reference file (run tests/gen_ref.py)\n");

@@ -774,6 +774,7 @@ static void run_all(void) {
 }
 
 int main(void) {
+    tu_blas_core("test_layers");
     printf("test_layers: back end %s\n", layers_backend());
     for (int threads = 1; threads <= 2; threads++) {
         rng_seed(&g_rng, 1234);

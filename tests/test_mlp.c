@@ -209,6 +209,7 @@ static void test_adamw(void) {
 }
 
 int main(void) {
+    tu_blas_core("test_mlp");
     R = ref_load(tu_src_path("tests/ref/mlp.bin"));
     if (!R) {
         fprintf(stderr, "test_mlp: no reference file (run tests/gen_ref.py)\n");

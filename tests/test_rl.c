@@ -32,6 +32,7 @@ static void test_advantages(void) {
 }
 
 int main(void) {
+    tu_blas_core("test_rl");
     layers_set_threads(1);
     test_advantages();
 

@@ -146,6 +146,7 @@ static void check_against_forward(gpt_t *m, const int *prompt, const int *off, i
 }
 
 int main(void) {
+    tu_blas_core("test_sampler");
     layers_set_threads(1);
     gpt_config_t cfg = {.n_layer = 2, .n_embd = 32, .n_head = 4, .ctx_len = 24,
                         .vocab = GPT_VOCAB};

@@ -661,6 +661,7 @@ static int measure(const char *spec) {
 }
 
 int main(void) {
+    tu_blas_core("test_text_gfn");
     layers_set_threads(1);
     snprintf(tmpdir, sizeof tmpdir, "/tmp/rlx-test-tgfn-XXXXXX");
     if (!mkdtemp(tmpdir)) {

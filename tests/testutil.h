@@ -21,9 +21,21 @@ extern int tu_checks;
     } while (0)
 
 // Compare a with ref elementwise: |a-b| <= atol + rtol*|ref|. Prints one line (worst element
-// by excess over tolerance, and max abs error) and counts a failure on any mismatch.
-// Returns 1 if all close.
+// by excess over tolerance, max abs error, and the largest |a-b|/tolerance: how much of its
+// tolerance the check used) and counts a failure on any mismatch. Returns 1 if all close.
 int tu_close(const char *what, const float *a, const float *ref, size_t n, float atol, float rtol);
+
+// The same with a tolerance of its own for each element: |a[i]-ref[i]| <= tol[i], for checks
+// whose error bound differs by element (one derived per row from the computation).
+int tu_close_tol(const char *what, const float *a, const float *ref, const float *tol, size_t n);
+
+// The OpenBLAS kernel set ("core type") the test runs on. Each numeric test calls this first.
+// Prints the core OpenBLAS picked. When the ctest entry asks for one (RLX_TEST_CORETYPE, set
+// along with OPENBLAS_CORETYPE, or "default" with OPENBLAS_CORETYPE unset), checks that this
+// CPU can run it (its /proc/cpuinfo flags) and that OpenBLAS reports it as the core in use;
+// if not, prints why and exits with TU_SKIP, which ctest reports as skipped, not failed.
+#define TU_SKIP 77
+void tu_blas_core(const char *test_name);
 
 // Bit-exact comparison of two buffers; prints the first difference.
 int tu_equal_bytes(const char *what, const void *a, const void *b, size_t nbytes);
