@@ -20,12 +20,12 @@
 //  - serves weights: hub_publish_weights hands it a blob; it announces the version to actors
 //    (WeightAnnounce) and answers WeightRequests with WeightChunks.
 //  - optionally appends every scored trajectory to a trajectory log (trajlog.h).
-//  - GFlowNet mode (gflow_ndim > 0, hub_gflow.h): no prompt file; each WorkItem asks for
+//  - GFlowNet mode (kind KIND_GFLOW, hub_gflow.h): no prompt file; each WorkItem asks for
 //    samples_per_prompt HyperGrid trajectories (WorkItem.gflow), the hub checks them
 //    (gfn_traj_check) and scores their terminal states (ScoreItem.payload, kind GFLOW).
 //  - text work with allowed_tokens (GFlowNets on text, text_gfn.h): WorkItem.allowed_tokens
 //    restricts what actors sample; a response holding any other token is refused as invalid.
-//  - diffusion mode (diff_steps > 0, hub_diffusion.h): synthetic prompts (one per class, or
+//  - diffusion mode (kind KIND_DIFFUSION, hub_diffusion.h): synthetic prompts (one per class, or
 //    one unconditional); each WorkItem asks for samples_per_prompt denoising chains per
 //    prompt (WorkItem.diffusion), the hub checks them (diff_traj_check) and scores their
 //    samples x_0 (ScoreItem.payload with payload_shape, kind DIFFUSION).
@@ -37,11 +37,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kind.h"
 #include "rlx.pb-c.h"
 
 #define HUB_MAX_ALLOWED 512 // most entries of hub_config_t.allowed_tokens
 
 typedef struct {
+    kind_t kind;               // what the run trains on (KIND_TEXT, KIND_GFLOW, KIND_DIFFUSION);
+                               // KIND_NONE: the kind gflow_ndim > 0 / diff_steps > 0 name
+                               // (older callers), else text
     const char *bind;          // ZeroMQ endpoint to bind, e.g. "tcp://*:5555"
     const char *run_id;        // run identifier stamped on every message
     const char *train_prompts; // TSV file: prompt<TAB>target per line
@@ -61,10 +65,10 @@ typedef struct {
     int score_batch;            // trajectories per ScoreRequest
     uint64_t seed;              // prompt order and sampling seeds
     const char *trajectory_log; // append scored trajectories here (NULL = off)
-    int gflow_ndim;             // > 0: GFlowNet HyperGrid work of this D (no prompt file)
+    int gflow_ndim;             // GFlowNet: HyperGrid work of this D (no prompt file)
     int gflow_height;           // its H
     float gflow_epsilon;        // exploration epsilon sent with GFlowNet work
-    int diff_steps;             // > 0: diffusion work, S sampling steps (hub_diffusion.h)
+    int diff_steps;             // diffusion: S sampling steps (hub_diffusion.h)
     int diff_shape[4];          // sample shape (diff_shape_n entries), e.g. {2} or {8, 8}
     int diff_shape_n;           // entries of diff_shape
     int diff_classes;           // > 0: one prompt per class 0..C-1; 0: one unconditional

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "diff_traj.h"
+#include "hub_kind.h"
 
 int hub_diff_prompts(const hub_config_t *c) {
     return c->diff_classes > 0 ? c->diff_classes : 1;
@@ -92,3 +93,58 @@ void *hub_diff_weights(const diff_t *d, const char *dir, size_t *len, char *err,
         return NULL;
     return ckpt_take_file(path, len, err, errlen);
 }
+
+// ---- the kind's ops table ----------------------------------------------------------------
+
+// Diffusion mode: one synthetic prompt per class (or one), no tokens (hub_diffusion.h).
+static int diffusion_prompts(hub_loop_t *s, const char *path) {
+    (void)path;
+    int n = hub_diff_prompts(&s->c);
+    s->prompts = calloc((size_t)n, sizeof *s->prompts);
+    s->order = calloc((size_t)n, sizeof *s->order);
+    if (!s->prompts || !s->order)
+        return -1;
+    s->n_prompts = (size_t)n;
+    for (int i = 0; i < n; i++) {
+        s->order[i] = (size_t)i;
+        s->prompts[i].text = hub_diff_prompt_text(&s->c, i);
+        s->prompts[i].target = hub_diff_prompt_target(&s->c, i);
+        if (!s->prompts[i].text || !s->prompts[i].target)
+            return -1;
+    }
+    s->next_prompt = s->n_prompts; // the first draw shuffles
+    return 0;
+}
+
+static const char *diffusion_config_check(const hub_config_t *c) {
+    if (c->diff_steps < 1 || c->diff_shape_n < 1 || c->diff_shape_n > 4 || !(c->diff_eta > 0) ||
+        c->prompts_per_item > HUB_DIFF_MAX_PROMPTS || c->diff_classes < 0)
+        return "diffusion mode needs steps >= 1, a shape of 1..4 dims, eta > 0, "
+               "prompts_per_item <= 64";
+    return NULL;
+}
+
+static void diffusion_work_fill(const hub_loop_t *s, Rlx__WorkItem *it,
+                                hub_work_scratch_t *scratch) {
+    hub_diff_work(&s->c, it, &scratch->dspec, scratch->dlabels, scratch->dshape);
+}
+
+static const char *diffusion_check(const hub_loop_t *s, const Rlx__Trajectory *t, size_t prompt) {
+    return hub_diff_check(&s->c, t, prompt);
+}
+
+static traj_t *diffusion_held_new(const hub_loop_t *s, const Rlx__Trajectory *t, size_t prompt) {
+    traj_t *h = calloc(1, sizeof *h);
+    if (h)
+        hub_diff_item(t, s->scorer, s->prompts[prompt].target, &h->item);
+    return h;
+}
+
+const hub_kind_ops_t hub_diffusion_ops = {
+    .kind = KIND_DIFFUSION,
+    .config_check = diffusion_config_check,
+    .prompts = diffusion_prompts,
+    .work_fill = diffusion_work_fill,
+    .traj_check = diffusion_check,
+    .held_new = diffusion_held_new,
+};

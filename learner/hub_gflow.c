@@ -3,8 +3,10 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "gfn_traj.h"
+#include "hub_kind.h"
 
 char *hub_gflow_prompt_text(const hub_config_t *c) {
     char buf[64];
@@ -53,3 +55,53 @@ int hub_gflow_item(const hub_config_t *c, const Rlx__Trajectory *t, const char *
     *payload = p;
     return 0;
 }
+
+// ---- the kind's ops table ----------------------------------------------------------------
+
+// GFlowNet mode: one synthetic prompt that only names the groups (no tokens).
+static int gflow_prompts(hub_loop_t *s, const char *path) {
+    (void)path;
+    s->prompts = calloc(1, sizeof *s->prompts);
+    s->order = calloc(1, sizeof *s->order);
+    if (!s->prompts || !s->order)
+        return -1;
+    s->n_prompts = 1;
+    s->prompts[0].text = hub_gflow_prompt_text(&s->c);
+    s->prompts[0].target = strdup("");
+    s->next_prompt = 1;
+    return s->prompts[0].text && s->prompts[0].target ? 0 : -1;
+}
+
+static const char *gflow_config_check(const hub_config_t *c) {
+    if (c->gflow_ndim < 1 || c->gflow_ndim > 64 || c->gflow_height < 2)
+        return "gflow_ndim must be in 1..64 and gflow_height >= 2";
+    return NULL;
+}
+
+static void gflow_work_fill(const hub_loop_t *s, Rlx__WorkItem *it, hub_work_scratch_t *scratch) {
+    hub_gflow_work(&s->c, it, &scratch->genv);
+}
+
+static const char *gflow_check(const hub_loop_t *s, const Rlx__Trajectory *t, size_t prompt) {
+    (void)prompt;
+    return hub_gflow_check(&s->c, t);
+}
+
+static traj_t *gflow_held_new(const hub_loop_t *s, const Rlx__Trajectory *t, size_t prompt) {
+    (void)prompt;
+    traj_t *h = calloc(1, sizeof *h);
+    if (h && hub_gflow_item(&s->c, t, s->scorer, &h->item, &h->payload, h->shape) != 0) {
+        free(h);
+        return NULL;
+    }
+    return h;
+}
+
+const hub_kind_ops_t hub_gflow_ops = {
+    .kind = KIND_GFLOW,
+    .config_check = gflow_config_check,
+    .prompts = gflow_prompts,
+    .work_fill = gflow_work_fill,
+    .traj_check = gflow_check,
+    .held_new = gflow_held_new,
+};

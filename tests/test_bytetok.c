@@ -67,18 +67,18 @@ static void test_utf8(void) {
         int n;
         const char *want;
     } cases[] = {
-        {{0xC3, 0x28, 0xFF}, 3, R "(" R},              // lead without continuation, FF
-        {{0xC3, 0xA9, 'x'}, 3, "\xC3\xA9x"},           // e-acute: valid
-        {{0xE2, 0x82, 0xAC}, 3, "\xE2\x82\xAC"},       // euro sign: valid
+        {{0xC3, 0x28, 0xFF}, 3, R "(" R},                  // lead without continuation, FF
+        {{0xC3, 0xA9, 'x'}, 3, "\xC3\xA9x"},               // e-acute: valid
+        {{0xE2, 0x82, 0xAC}, 3, "\xE2\x82\xAC"},           // euro sign: valid
         {{0xF0, 0x9F, 0x98, 0x80}, 4, "\xF0\x9F\x98\x80"}, // emoji: valid
-        {{0xE2, 0x82, 'a'}, 3, R "a"},                 // truncated 3-byte: one U+FFFD
-        {{0xE2, 0x82}, 2, R},                          // cut at the end of the response
-        {{0xE2, 0x82, GPT_TOK_EOS}, 3, R},             // cut by EOS
-        {{0xC0, 0xAF}, 2, R R},                        // overlong '/'
-        {{0xED, 0xA0, 0x80}, 3, R R R},                // a surrogate
-        {{0xF4, 0x90, 0x80, 0x80}, 4, R R R R},        // above U+10FFFF
-        {{0x80, 'a'}, 2, R "a"},                       // stray continuation byte
-        {{0xC3, GPT_TOK_BOS, 0xA9}, 3, R R R},         // a special token inside a character
+        {{0xE2, 0x82, 'a'}, 3, R "a"},                     // truncated 3-byte: one U+FFFD
+        {{0xE2, 0x82}, 2, R},                              // cut at the end of the response
+        {{0xE2, 0x82, GPT_TOK_EOS}, 3, R},                 // cut by EOS
+        {{0xC0, 0xAF}, 2, R R},                            // overlong '/'
+        {{0xED, 0xA0, 0x80}, 3, R R R},                    // a surrogate
+        {{0xF4, 0x90, 0x80, 0x80}, 4, R R R R},            // above U+10FFFF
+        {{0x80, 'a'}, 2, R "a"},                           // stray continuation byte
+        {{0xC3, GPT_TOK_BOS, 0xA9}, 3, R R R},             // a special token inside a character
     };
 #undef R
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

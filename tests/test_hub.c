@@ -968,10 +968,10 @@ static void test_bad_trajectories(void) {
     fake_traj_t f[6];
     for (int i = 0; i < 6; i++)
         fake_traj(&f[i], actor, it, (size_t)(i / 3), (uint32_t)(i % 3));
-    f[0].lp[1] = -1e30f;                 // finite, but no fp32 sampler draws it
-    f[1].lp[0] = -127.0f;                // unlikely, but possible: accepted
-    f[2].t.policy_version = 1ull << 40;  // never published
-    f[3].resp[0] = 0xC3;                 // raw bytes: C3 28 is no UTF-8, FF never is
+    f[0].lp[1] = -1e30f;                // finite, but no fp32 sampler draws it
+    f[1].lp[0] = -127.0f;               // unlikely, but possible: accepted
+    f[2].t.policy_version = 1ull << 40; // never published
+    f[3].resp[0] = 0xC3;                // raw bytes: C3 28 is no UTF-8, FF never is
     f[3].resp[1] = 0x28;
     f[3].resp[2] = 0xFF;
     f[4].lp[2] = nanf("");
@@ -999,8 +999,8 @@ static void test_bad_trajectories(void) {
         wire_free(&rq);
     }
     TU_CHECK(items == 3 && utf8_ok == 3 && replaced == 1,
-             "%d items scored, %d valid UTF-8, %d with C3 28 FF as U+FFFD ( U+FFFD", items,
-             utf8_ok, replaced);
+             "%d items scored, %d valid UTF-8, %d with C3 28 FF as U+FFFD ( U+FFFD", items, utf8_ok,
+             replaced);
     int got = take_all(h, 3, 3000, 0.0f, 0);
     TU_CHECK(got == 3, "learner got %d of the 3 valid trajectories", got);
 done:

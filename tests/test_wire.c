@@ -1007,7 +1007,8 @@ static void test_utf8_errors(void) {
     buf[7] = 0;
     TU_CHECK(strlen(buf) == 7 && !wire_utf8_valid(buf, 7), "snprintf cut inside a character");
     TU_CHECK(wire_utf8_clip(buf) == 5 && !strcmp(buf, "ab\xE2\x82\xAC"), "clip: '%s'", buf);
-    char mid[] = "a\xFF" "b\xC3";
+    char mid[] = "a\xFF"
+                 "b\xC3";
     TU_CHECK(wire_utf8_clip(mid) == 3 && !strcmp(mid, "a?b"), "clip of stray bytes: '%s'", mid);
     TU_CHECK(wire_utf8_prefix("\xE2\x82\xAC\xE2\x82\xAC", 5) == 3, "prefix at a boundary");
 

@@ -433,8 +433,8 @@ static int decode(wire_t *self, const uint8_t *buf, size_t len, Rlx__Envelope **
         rc = refuse(self, why, WIRE_ERR_WRONG_RUN, len, 0, env->seq,
                     "%s for run \"%.*s\", this is run \"%.*s\": a worker left over from "
                     "another run?",
-                    wire_body_name(env->body_case), wire_utf8_prefix(env->run_id, 40),
-                    env->run_id, wire_utf8_prefix(self->run_id, 40), self->run_id);
+                    wire_body_name(env->body_case), wire_utf8_prefix(env->run_id, 40), env->run_id,
+                    wire_utf8_prefix(self->run_id, 40), self->run_id);
     }
     if (rc != WIRE_OK) {
         arena_destroy(arena);

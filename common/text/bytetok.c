@@ -47,8 +47,8 @@ static int decode(const int *itok, const uint32_t *utok, int n, int vocab, char 
             i++;
             continue;
         }
-        int need; // continuation bytes after the lead byte t
-        uint32_t lo = 0x80, hi = 0xBF; // range of the first continuation byte
+        int need;                               // continuation bytes after the lead byte t
+        uint32_t lo = 0x80, hi = 0xBF;          // range of the first continuation byte
         if (t >= 256 || t < 0xC2 || t > 0xF4) { // special token, stray continuation, bad lead
             k = put_repl(out, k, cap);
             i++;
