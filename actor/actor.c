@@ -4,12 +4,14 @@
 // waiting more than a few tens of ms), run the timers (the session's Hello retries,
 // heartbeats and hub liveness in common/net/worker_link, shared with the reward worker; the
 // weight-fetch window and timeouts, re-asking for work, the stats line), then
-// sample one slice of at most cfg.batch sequences of the current work item. Weights may
-// change between slices; every trajectory carries the version that sampled it.
+// advance the current work item by one step of its kind (actor_kind.h: a text slice of at most
+// cfg.batch sequences, or a whole GFlowNet/diffusion item). Weights may change between
+// slices; every trajectory carries the version that sampled it. The kind of a blob and of an
+// item is decided once (WeightAnnounce.kind or actor_ckpt_kind; actor_item_kind) and the
+// work goes through that kind's table: this file knows no model.
 #include "actor.h"
 
 #include <assert.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,14 +20,8 @@
 #include <omp.h>
 #include <zlib.h>
 
-#include "bytetok.h"
+#include "actor_kind.h"
 #include "ckpt.h"
-#include "diffusion_actor.h"
-#include "gflow_actor.h"
-#include "gfn_ckpt.h"
-#include "gpt.h"
-#include "item_batch.h"
-#include "sampler.h"
 #include "util.h"
 #include "wire.h"
 #include "worker_link.h"
@@ -46,6 +42,7 @@ typedef struct {
     uint32_t crc;                    // CRC-32 of the whole blob
     int32_t config[CKPT_CONFIG_LEN]; // announced model config (first nconfig entries)
     int nconfig;                     // entries of config announced
+    kind_t kind;                     // announced kind (KIND_NONE: read from the blob)
     int retries;                     // whole-blob restarts so far
     uint8_t *buf;                    // (total) the blob being assembled
     uint64_t buf_cap;                // bytes allocated at buf: kept from fetch to fetch, so a
@@ -60,22 +57,10 @@ typedef struct {
 
 // The work item being sampled.
 typedef struct {
-    Rlx__Envelope *env;        // owns the item (from wire_recv)
-    const Rlx__WorkItem *item; // env->work_item
-    int n;                     // sequences: prompts * samples_per_prompt
-    int k;                     // samples per prompt
-    int next;                  // next sequence to sample
-    int max_new;               // tokens per response slot (clamped to the context)
-    sample_config_t sc;        // sampling parameters of the item
-    int *ptok;                 // prompt tokens of all prompts, concatenated
-    int *poff;                 // (prompts + 1) offsets into ptok
-    int *slice_tok;            // (batch * longest prompt) prompts of the slice being sampled
-    int *slice_off;            // (batch + 1)
-    int *out_tok;              // (n, max_new) sampled tokens
-    float *out_logp;           // (n, max_new) their log-probs
-    int *out_len;              // (n) response lengths
-    uint64_t *out_ver;         // (n) policy version that sampled each sequence
-    int *allowed;              // (item's n_allowed_tokens) the tokens it may sample, or NULL
+    Rlx__Envelope *env;      // owns the item (from wire_recv); NULL when none
+    const actor_kind_t *ops; // its kind's table
+    kind_t kind;             // its kind (index of the model it samples with)
+    void *job;               // the kind's job
 } job_t;
 
 struct actor {
@@ -86,12 +71,9 @@ struct actor {
     unsigned logged[ACTOR_LOG_ONCE_SLOTS]; // log-once flags
     double last_ask;                       // time of the last WorkRequest
     // weights
-    gpt_t *model;         // current policy (NULL before the first weights)
-    sampler_t *sampler;   // sampler over model
-    gfn_policy_t *gfn;    // GFlowNet policy (gflow_actor.h), NULL unless its weights came
-    diff_t *diff;         // diffusion policy (diffusion_actor.h), NULL unless its weights came
-    uint64_t unavailable; // version the hub said it no longer holds (do not fetch again)
-    fetch_t f;            // weight fetch in progress
+    void *model[KIND_COUNT]; // each kind's model (actor_kind.h), NULL until its weights came
+    uint64_t unavailable;    // version the hub said it no longer holds (do not fetch again)
+    fetch_t f;               // weight fetch in progress
     // work
     Rlx__Envelope **queue; // (qcap) FIFO of envelopes holding WorkItems not yet started
     int qlen, qcap;        // entries used, capacity
@@ -104,16 +86,20 @@ struct actor {
 
 // ---- small helpers ------------------------------------------------------------------------
 
-// Logs a message the first time slot `slot` is used (errors are logged once, counted always).
-static void log_once(actor_t *a, int slot, const char *fmt, ...) {
+static void vlog_once(actor_t *a, int slot, const char *fmt, va_list ap) {
     assert(slot >= 0 && slot < ACTOR_LOG_ONCE_SLOTS);
     if (a->logged[slot]++)
         return;
-    va_list ap;
-    va_start(ap, fmt);
     fprintf(stderr, "actor %s: ", a->name);
     vfprintf(stderr, fmt, ap);
     fprintf(stderr, " (logged once)\n");
+}
+
+// Logs a message the first time slot `slot` is used (errors are logged once, counted always).
+static void log_once(actor_t *a, int slot, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vlog_once(a, slot, fmt, ap);
     va_end(ap);
 }
 
@@ -133,10 +119,10 @@ enum {
     LOG_BAD_ANNOUNCE,
     LOG_NO_WEIGHTS,
     LOG_BAD_ITEM,
-    LOG_STOP_TOKENS,
     LOG_UNEXPECTED,
     LOG_HUB_ERROR,
     LOG_SAMPLER,
+    LOG_KIND_NOTE,
 };
 
 static int send_env(actor_t *a, Rlx__Envelope *env) {
@@ -146,6 +132,14 @@ static int send_env(actor_t *a, Rlx__Envelope *env) {
 static uint32_t free_credits(const actor_t *a) {
     int held = a->qlen + (a->job.env ? 1 : 0);
     return held < a->cfg.credits ? (uint32_t)(a->cfg.credits - held) : 0;
+}
+
+// 1 when the actor holds a model of some kind.
+static int holds_any(const actor_t *a) {
+    for (int k = 0; k < KIND_COUNT; k++)
+        if (actor_kind((kind_t)k) && actor_kind((kind_t)k)->holds(a->model[k]))
+            return 1;
+    return 0;
 }
 
 // ---- session (worker_link hooks) ------------------------------------------------------------
@@ -230,7 +224,7 @@ static void fetch_free(fetch_t *f) {
 static void consider_announce(actor_t *a, const Rlx__WeightAnnounce *w) {
     if (!w || w->version == 0)
         return;
-    int have_model = a->model != NULL;
+    int have_model = holds_any(a);
     if ((have_model && w->version <= a->st.policy_version) ||
         (a->f.active && w->version <= a->f.version) || w->version <= a->unavailable)
         return;
@@ -269,6 +263,7 @@ static void consider_announce(actor_t *a, const Rlx__WeightAnnounce *w) {
     f->chunk_bytes = w->chunk_bytes;
     f->crc = w->crc32;
     f->nconfig = (int)w->n_model_config;
+    f->kind = kind_valid(w->kind) ? (kind_t)w->kind : KIND_NONE;
     for (int i = 0; i < f->nconfig; i++)
         f->config[i] = w->model_config[i];
 }
@@ -304,88 +299,56 @@ static void fetch_pump(actor_t *a, double now) {
     }
 }
 
-static int config_matches(const gpt_config_t *c, const int32_t *k) {
-    return c->n_layer == k[0] && c->n_embd == k[1] && c->n_head == k[2] && c->ctx_len == k[3] &&
-           c->vocab == k[4];
-}
-
-// 0 when every parameter of ck (its "params" section, and a GFlowNet's log Z) is finite,
-// else -1 with err naming the first that is not: weights from a diverged learner.
-static int params_finite(const ckpt_t *ck, char *err, size_t errlen) {
-    uint64_t nb = 0;
-    const float *w = ckpt_section(ck, "params", &nb);
-    for (uint64_t i = 0; w && i < nb / sizeof *w; i++) {
-        if (!isfinite(w[i])) {
-            snprintf(err, errlen, "parameter %llu of %llu is %g: non-finite weights",
-                     (unsigned long long)i, (unsigned long long)(nb / sizeof *w), (double)w[i]);
-            return -1;
-        }
-    }
-    const gfn_ckpt_logz_t *lz = ckpt_section(ck, "logz", &nb);
-    if (lz && nb == sizeof *lz && !isfinite(lz->w)) {
-        snprintf(err, errlen, "log Z is %g: non-finite weights", (double)lz->w);
-        return -1;
-    }
-    return 0;
-}
-
-// Installs checkpoint bytes as the policy of version `version`. 0, or -1 (counted, logged).
-static int install_weights(actor_t *a, const void *blob, size_t len, uint64_t version,
-                           const int32_t *announced, int nannounced) {
-    char err[256] = "";
-    ckpt_t *ck = ckpt_parse(blob, len, err, sizeof err);
-    if (!ck)
-        goto refused;
-    int is_diff = ckpt_kind(ck) == CKPT_KIND_MLP && diff_is_ckpt(ck);
-    if (ckpt_kind(ck) != CKPT_KIND_GPT && ckpt_kind(ck) != CKPT_KIND_GFN && !is_diff) {
-        snprintf(err, sizeof err,
+// Installs checkpoint ck as the model of its kind. 0, or -1 with err (nothing changed).
+// announced: the WeightAnnounce's kind (KIND_NONE: the checkpoint says) and model_config.
+static int install_ckpt(actor_t *a, const ckpt_t *ck, kind_t announced, const int32_t *config,
+                        int nconfig, char *err, size_t errlen) {
+    kind_t k = actor_ckpt_kind(ck);
+    if (k == KIND_NONE) {
+        snprintf(err, errlen,
                  "checkpoint holds model kind %u, the actor samples gpt (%d), gflownet (%d) "
                  "and diffusion (%d with a RLXDIFF1 config)",
                  ckpt_kind(ck), CKPT_KIND_GPT, CKPT_KIND_GFN, CKPT_KIND_MLP);
-        goto refused;
+        return -1;
+    }
+    if (announced != KIND_NONE && announced != k) {
+        snprintf(err, errlen, "announced as %s weights but the checkpoint holds %s: hub bug?",
+                 kind_name(announced), kind_name(k));
+        return -1;
     }
     const int32_t *cfg = ckpt_config(ck);
-    for (int i = 0; i < nannounced; i++) {
-        if (announced[i] != cfg[i]) {
-            snprintf(err, sizeof err,
+    for (int i = 0; i < nconfig; i++) {
+        if (config[i] != cfg[i]) {
+            snprintf(err, errlen,
                      "announced model_config[%d] = %d but the checkpoint says %d: hub bug?", i,
-                     announced[i], cfg[i]);
-            goto refused;
+                     config[i], cfg[i]);
+            return -1;
         }
     }
-    if (params_finite(ck, err, sizeof err) != 0) {
+    if (actor_params_finite(ck, err, errlen) != 0) {
         a->st.weights_nonfinite++;
-        goto refused;
+        return -1;
     }
-    if (ckpt_kind(ck) == CKPT_KIND_GFN) {
-        if (gflow_actor_install(&a->gfn, ck, err, sizeof err) != 0)
-            goto refused;
-    } else if (is_diff) {
-        if (diff_actor_install(&a->diff, ck, err, sizeof err) != 0)
-            goto refused;
-    } else if (a->model && config_matches(&a->model->cfg, cfg)) {
-        if (paramset_load(&a->model->ps, ck, err, sizeof err) != 0)
-            goto refused;
-    } else {
-        gpt_t *m = gpt_from_ckpt(ck, 1, err, sizeof err);
-        if (!m)
-            goto refused;
-        sampler_destroy(&a->sampler);
-        gpt_destroy(&a->model);
-        a->model = m;
-        a->sampler = sampler_new(m, a->cfg.batch);
+    return actor_kind(k)->install(&a->model[k], ck, a->cfg.batch, err, errlen);
+}
+
+// Installs the fetched blob as the policy of its version. 0, or -1 (counted, logged, and
+// told to the hub: the last good version stays).
+static int install_weights(actor_t *a, const fetch_t *f) {
+    char err[256] = "";
+    ckpt_t *ck = ckpt_parse(f->buf, f->total, err, sizeof err);
+    int rc = ck ? install_ckpt(a, ck, f->kind, f->config, f->nconfig, err, sizeof err) : -1;
+    ckpt_destroy(&ck);
+    if (rc == 0) {
+        a->st.policy_version = f->version;
+        a->st.weight_loads++;
+        return 0;
     }
-    ckpt_destroy(&ck);
-    a->st.policy_version = version;
-    a->st.weight_loads++;
-    return 0;
-refused:
-    ckpt_destroy(&ck);
     a->st.blobs_bad++;
-    log_once(a, LOG_BAD_BLOB, "refused weights v%llu: %s", (unsigned long long)version, err);
+    log_once(a, LOG_BAD_BLOB, "refused weights v%llu: %s", (unsigned long long)f->version, err);
     char msg[320];
     snprintf(msg, sizeof msg, "weights v%llu refused (keeping v%llu): %s",
-             (unsigned long long)version, (unsigned long long)a->st.policy_version, err);
+             (unsigned long long)f->version, (unsigned long long)a->st.policy_version, err);
     send_error(a, RLX__ERROR_CODE__ERROR_CODE_BAD_REQUEST, msg);
     return -1;
 }
@@ -456,7 +419,7 @@ static void handle_chunk(actor_t *a, const Rlx__WeightChunk *c) {
         return;
     }
     uint64_t v = f->version;
-    if (install_weights(a, f->buf, f->total, v, f->config, f->nconfig) == 0)
+    if (install_weights(a, f) == 0)
         logf_(a, "weights v%llu installed (%llu bytes)", (unsigned long long)v,
               (unsigned long long)f->total);
     else
@@ -481,17 +444,12 @@ static void queue_push(actor_t *a, Rlx__Envelope *env) {
     a->queue[a->qlen++] = env;
 }
 
-static void job_free(job_t *j) {
+// Ends the current job and frees its item.
+static void job_end(actor_t *a) {
+    job_t *j = &a->job;
+    if (j->ops)
+        j->ops->job_destroy(&j->job);
     wire_free(&j->env);
-    free(j->ptok);
-    free(j->poff);
-    free(j->slice_tok);
-    free(j->slice_off);
-    free(j->out_tok);
-    free(j->out_logp);
-    free(j->out_len);
-    free(j->out_ver);
-    free(j->allowed);
     memset(j, 0, sizeof *j);
 }
 
@@ -510,200 +468,16 @@ static void refuse_item(actor_t *a, uint64_t work_id, const char *why) {
     send_env(a, &env);
 }
 
-// Sets up the job for the item in env (taking ownership). Returns 0, or -1 after refusing it.
-static int job_start(actor_t *a, Rlx__Envelope *env) {
-    job_t *j = &a->job;
-    const Rlx__WorkItem *it = env->work_item;
-    const gpt_config_t *mc = &a->model->cfg;
-    const char *why = NULL;
-    char buf[160];
-    int P = (int)it->n_prompts, k = it->samples_per_prompt ? (int)it->samples_per_prompt : 1;
-    size_t total_tok = 0, longest = 0;
-    for (int p = 0; p < P; p++) {
-        const Rlx__Prompt *pr = it->prompts[p];
-        size_t len = pr->n_tokens ? pr->n_tokens : strlen(pr->text) + 1; // + BOS
-        total_tok += len;
-        longest = len > longest ? len : longest;
-    }
-    if (P == 0 || (int64_t)P * k > (1 << 20)) {
-        why = P == 0 ? "no prompts" : "too many sequences";
-        goto refuse;
-    }
-    if (longest >= (size_t)mc->ctx_len) {
-        snprintf(buf, sizeof buf, "a prompt of %zu tokens leaves no room in the context of %d",
-                 longest, mc->ctx_len);
-        why = buf;
-        goto refuse;
-    }
-    int maxplen = (int)longest;
-    j->env = env;
-    j->item = it;
-    j->k = k;
-    j->n = P * k;
-    int room = mc->ctx_len - maxplen;
-    j->max_new =
-        it->max_new_tokens && (int)it->max_new_tokens < room ? (int)it->max_new_tokens : room;
-    j->ptok = malloc((total_tok ? total_tok : 1) * sizeof(int));
-    j->poff = malloc((size_t)(P + 1) * sizeof(int));
-    j->slice_tok = malloc((size_t)a->cfg.batch * maxplen * sizeof(int));
-    j->slice_off = malloc((size_t)(a->cfg.batch + 1) * sizeof(int));
-    j->out_tok = malloc((size_t)j->n * j->max_new * sizeof(int));
-    j->out_logp = malloc((size_t)j->n * j->max_new * sizeof(float));
-    j->out_len = calloc((size_t)j->n, sizeof(int));
-    j->out_ver = calloc((size_t)j->n, sizeof(uint64_t));
-    if (!j->ptok || !j->poff || !j->slice_tok || !j->slice_off || !j->out_tok || !j->out_logp ||
-        !j->out_len || !j->out_ver) {
-        why = "out of memory";
-        goto refuse;
-    }
-    size_t o = 0;
-    for (int p = 0; p < P; p++) {
-        const Rlx__Prompt *pr = it->prompts[p];
-        j->poff[p] = (int)o;
-        if (pr->n_tokens) {
-            for (size_t t = 0; t < pr->n_tokens; t++) {
-                if (pr->tokens[t] >= (uint32_t)mc->vocab) {
-                    snprintf(buf, sizeof buf, "prompt %llu has token %u, vocabulary is %d",
-                             (unsigned long long)pr->prompt_id, pr->tokens[t], mc->vocab);
-                    why = buf;
-                    goto refuse;
-                }
-                j->ptok[o++] = (int)pr->tokens[t];
-            }
-        } else {
-            size_t len = strlen(pr->text);
-            o += bytetok_encode_prompt(pr->text, len, j->ptok + o, (int)(len + 1));
-        }
-    }
-    j->poff[P] = (int)o;
-    if (it->n_allowed_tokens > 0) {
-        if (!(j->allowed = malloc(it->n_allowed_tokens * sizeof(int)))) {
-            why = "out of memory";
-            goto refuse;
-        }
-        for (size_t t = 0; t < it->n_allowed_tokens; t++) {
-            if (it->allowed_tokens[t] >= (uint32_t)mc->vocab) {
-                snprintf(buf, sizeof buf, "allowed token %u outside the vocabulary of %d",
-                         it->allowed_tokens[t], mc->vocab);
-                why = buf;
-                goto refuse;
-            }
-            j->allowed[t] = (int)it->allowed_tokens[t];
-        }
-    }
-    memset(&j->sc, 0, sizeof j->sc);
-    j->sc.temperature = it->temperature;
-    j->sc.top_k = (int)it->top_k;
-    j->sc.max_new = j->max_new;
-    j->sc.seed = it->seed ? it->seed : a->cfg.seed ^ (it->work_id * 0x9E3779B97F4A7C15ull);
-    j->sc.allowed = j->allowed;
-    j->sc.n_allowed = (int)it->n_allowed_tokens;
-    if (it->n_stop_tokens == 0) {
-        j->sc.stop[0] = GPT_TOK_EOS;
-        j->sc.n_stop = 1;
-    } else {
-        if (it->n_stop_tokens > SAMPLER_MAX_STOP)
-            log_once(a, LOG_STOP_TOKENS, "work item has %zu stop tokens; using the first %d",
-                     it->n_stop_tokens, SAMPLER_MAX_STOP);
-        for (size_t s = 0; s < it->n_stop_tokens && s < SAMPLER_MAX_STOP; s++)
-            j->sc.stop[j->sc.n_stop++] = (int)it->stop_tokens[s];
-    }
-    return 0;
-refuse:
-    refuse_item(a, it->work_id, why);
-    j->env = env; // freed with the job
-    job_free(j);
-    return -1;
-}
-
-// Samples sequences [next, next + batch) of the job with the weights held now.
-static int job_slice(actor_t *a) {
-    job_t *j = &a->job;
-    int b = j->n - j->next < a->cfg.batch ? j->n - j->next : a->cfg.batch;
-    int o = 0;
-    for (int i = 0; i < b; i++) {
-        int p = (j->next + i) / j->k;
-        int len = j->poff[p + 1] - j->poff[p];
-        j->slice_off[i] = o;
-        memcpy(j->slice_tok + o, j->ptok + j->poff[p], (size_t)len * sizeof(int));
-        o += len;
-    }
-    j->slice_off[b] = o;
-    size_t at = (size_t)j->next * j->max_new;
-    int rc = sampler_generate(a->sampler, j->slice_tok, j->slice_off, b, &j->sc, (uint64_t)j->next,
-                              j->out_tok + at, j->out_logp + at, j->out_len + j->next);
-    if (rc != 0)
-        return rc;
-    for (int i = 0; i < b; i++) {
-        j->out_ver[j->next + i] = a->st.policy_version;
-        a->st.tokens += (uint64_t)j->out_len[j->next + i];
-    }
-    j->next += b;
-    return 0;
-}
-
-static int is_stop_token(const sample_config_t *c, int t) {
-    for (int i = 0; i < c->n_stop; i++)
-        if (c->stop[i] == t)
-            return 1;
-    return 0;
-}
-
-// Sends the finished job as one TrajectoryBatch.
-static void job_send(actor_t *a) {
-    job_t *j = &a->job;
-    const Rlx__WorkItem *it = j->item;
-    int n = j->n; // = prompts * k
-    item_batch_t ib;
-    int hdr = item_batch_init(&ib, it, j->k, a->st.session.worker_id, a->st.trajectories + 1, 0);
-    Rlx__TextTrajectory *tx = calloc((size_t)n, sizeof *tx);
-    uint32_t *rtok = malloc(((size_t)n * j->max_new + 1) * sizeof(uint32_t));
-    uint32_t *ptok = malloc(((size_t)j->poff[it->n_prompts] + 1) * sizeof(uint32_t));
-    if (hdr != 0 || !tx || !rtok || !ptok) {
-        refuse_item(a, it->work_id, "out of memory building the batch");
-        goto cleanup;
-    }
-    for (int i = 0; i < j->poff[it->n_prompts]; i++)
-        ptok[i] = (uint32_t)j->ptok[i];
-    for (int i = 0; i < n; i++) {
-        int p = i / j->k, len = j->out_len[i];
-        size_t at = (size_t)i * j->max_new;
-        for (int t = 0; t < len; t++)
-            rtok[at + t] = (uint32_t)j->out_tok[at + t];
-        rlx__text_trajectory__init(&tx[i]);
-        tx[i].n_prompt_tokens = (size_t)(j->poff[p + 1] - j->poff[p]);
-        tx[i].prompt_tokens = ptok + j->poff[p];
-        tx[i].n_response_tokens = (size_t)len;
-        tx[i].response_tokens = rtok + at;
-        tx[i].n_logprobs = (size_t)len;
-        tx[i].logprobs = j->out_logp + at;
-        tx[i].finish_reason = len > 0 && is_stop_token(&j->sc, j->out_tok[at + len - 1])
-                                  ? RLX__FINISH_REASON__FINISH_REASON_STOP
-                                  : RLX__FINISH_REASON__FINISH_REASON_LENGTH;
-        ib.tr[i].policy_version = j->out_ver[i]; // weights may change between slices
-        ib.tr[i].kind_case = RLX__TRAJECTORY__KIND_TEXT;
-        ib.tr[i].text = &tx[i];
-    }
-    if (send_env(a, &ib.env) == WIRE_OK) {
-        a->st.items++;
-        a->st.trajectories += (uint64_t)n;
-    }
-cleanup:
-    item_batch_free(&ib);
-    free(tx);
-    free(rtok);
-    free(ptok);
-}
-
-// Whether the next queued item can start now: weights are held, and the item does not want
-// a version that is being fetched right now.
+// Whether the next queued item can start now: its kind's weights are held, and the item does
+// not want a version that is being fetched right now.
 static int can_start(const actor_t *a) {
     if (a->qlen == 0)
         return 0;
     const Rlx__WorkItem *it = a->queue[0]->work_item;
-    if (it->gflow ? !a->gfn : it->diffusion ? !a->diff : !a->model)
+    kind_t k = actor_item_kind(it);
+    if (!actor_kind(k)->holds(a->model[k]))
         return 0;
-    uint64_t want = a->queue[0]->work_item->policy_version;
+    uint64_t want = it->policy_version;
     return !(want > a->st.policy_version && a->f.active && a->f.version >= want);
 }
 
@@ -714,49 +488,59 @@ static void keepalive(void *arg) {
     wlink_heartbeat_if_due(a->link, rlx_now());
 }
 
-// Samples and sends a GFlowNet work item (gflow_actor.h); frees env.
-static void gflow_item(actor_t *a, Rlx__Envelope *env) {
-    const Rlx__WorkItem *it = env->work_item;
-    const char *why = "out of memory";
-    uint64_t seed = it->seed ? it->seed : a->cfg.seed ^ (it->work_id * 0x9E3779B97F4A7C15ull);
-    gflow_batch_t *gb =
-        gflow_actor_sample(a->gfn, it, a->st.session.worker_id, a->st.trajectories + 1,
-                           a->st.policy_version, seed, keepalive, a, &why);
-    if (!gb) {
-        refuse_item(a, it->work_id, why);
-    } else if (send_env(a, gflow_batch_envelope(gb)) == WIRE_OK) {
-        a->st.items++;
-        a->st.trajectories += (uint64_t)gflow_batch_count(gb);
-        a->st.tokens += gflow_batch_transitions(gb);
-    }
-    gflow_batch_destroy(&gb);
-    wire_free(&env);
+// A kind's condition worth one log line (e.g. more stop tokens than the sampler keeps).
+static void note_once(void *arg, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vlog_once(arg, LOG_KIND_NOTE, fmt, ap);
+    va_end(ap);
 }
 
-// Samples and sends a diffusion work item (diffusion_actor.h); frees env.
-static void diffusion_item(actor_t *a, Rlx__Envelope *env) {
+// Starts a job for the item in env (taking ownership). 0, or -1 after refusing it.
+static int job_begin(actor_t *a, Rlx__Envelope *env) {
     const Rlx__WorkItem *it = env->work_item;
+    job_t *j = &a->job;
+    j->env = env;
+    j->kind = actor_item_kind(it);
+    j->ops = actor_kind(j->kind);
+    actor_job_ctx_t ctx = {.actor_id = a->st.session.worker_id,
+                           .first_seq = a->st.trajectories + 1,
+                           .seed = actor_item_seed(it, a->cfg.seed),
+                           .batch = a->cfg.batch,
+                           .tick = keepalive,
+                           .tick_arg = a,
+                           .note = note_once,
+                           .note_arg = a};
+    char buf[160];
     const char *why = "out of memory";
-    uint64_t seed = it->seed ? it->seed : a->cfg.seed ^ (it->work_id * 0x9E3779B97F4A7C15ull);
-    diff_batch_t *db =
-        diff_actor_sample(a->diff, it, a->st.session.worker_id, a->st.trajectories + 1,
-                          a->st.policy_version, seed, keepalive, a, &why);
-    if (!db) {
-        refuse_item(a, it->work_id, why);
-    } else if (send_env(a, diff_batch_envelope(db)) == WIRE_OK) {
-        a->st.items++;
-        a->st.trajectories += (uint64_t)diff_batch_count(db);
-        a->st.tokens += diff_batch_steps(db);
-    }
-    diff_batch_destroy(&db);
-    wire_free(&env);
+    j->job = j->ops->job_new(a->model[j->kind], it, &ctx, buf, sizeof buf, &why);
+    if (j->job)
+        return 0;
+    refuse_item(a, it->work_id, why);
+    job_end(a);
+    return -1;
 }
 
-// Advances the sampling work by one slice. Returns 1 if it did something.
+// Sends the finished job as one TrajectoryBatch.
+static void job_send(actor_t *a) {
+    job_t *j = &a->job;
+    int n = 0;
+    const char *why = "out of memory";
+    Rlx__Envelope *env = j->ops->batch(j->job, &n, &why);
+    if (!env)
+        refuse_item(a, j->env->work_item->work_id, why);
+    else if (send_env(a, env) == WIRE_OK) {
+        a->st.items++;
+        a->st.trajectories += (uint64_t)n;
+    }
+}
+
+// Advances the sampling work by one step of the item's kind. Returns 1 if it did something.
 static int work_step(actor_t *a) {
-    if (!a->job.env) {
+    job_t *j = &a->job;
+    if (!j->env) {
         if (!can_start(a)) {
-            if (a->qlen > 0 && !a->model && !a->gfn && !a->diff && !a->f.active)
+            if (a->qlen > 0 && !holds_any(a) && !a->f.active)
                 log_once(a, LOG_NO_WEIGHTS,
                          "holding a work item but no weights: waiting for a WeightAnnounce");
             return 0;
@@ -764,38 +548,26 @@ static int work_step(actor_t *a) {
         Rlx__Envelope *env = a->queue[0];
         memmove(a->queue, a->queue + 1, (size_t)(a->qlen - 1) * sizeof *a->queue);
         a->qlen--;
-        if (env->work_item->gflow) { // sampled whole, at once
-            gflow_item(a, env);
-            send_work_request(a);
-            return 1;
-        }
-        if (env->work_item->diffusion) { // sampled whole, at once
-            diffusion_item(a, env);
-            send_work_request(a);
-            return 1;
-        }
-        if (job_start(a, env) != 0) {
+        if (job_begin(a, env) != 0) {
             send_work_request(a);
             return 1;
         }
     }
-    int rc = job_slice(a);
-    if (rc != 0) {
-        const char *why = rc == SAMPLER_NONFINITE
-                              ? "the model gives NaN/inf logits (non-finite weights?)"
-                              : "sampler refused the arguments";
-        if (rc == SAMPLER_NONFINITE)
+    uint64_t units = 0;
+    const char *why = "sampling failed";
+    int rc = j->ops->step(a->model[j->kind], j->job, a->st.policy_version, &units, &why);
+    a->st.tokens += units;
+    if (rc < 0) {
+        if (rc == ACTOR_STEP_NONFINITE)
             a->st.items_nonfinite++;
-        log_once(a, LOG_SAMPLER, "work item %llu: %s", (unsigned long long)a->job.item->work_id,
-                 why);
-        refuse_item(a, a->job.item->work_id, why);
-        job_free(&a->job);
-        send_work_request(a);
-        return 1;
-    }
-    if (a->job.next == a->job.n) {
+        log_once(a, LOG_SAMPLER, "%s work item %llu: %s", j->ops->name,
+                 (unsigned long long)j->env->work_item->work_id, why);
+        refuse_item(a, j->env->work_item->work_id, why);
+    } else if (rc == 1) {
         job_send(a);
-        job_free(&a->job);
+    }
+    if (rc != 0) {
+        job_end(a);
         send_work_request(a);
     }
     return 1;
@@ -914,15 +686,13 @@ actor_t *actor_new(const actor_config_t *c, void *zmq_ctx) {
     if (c->model_path) {
         char err[256];
         ckpt_t *ck = ckpt_read(c->model_path, err, sizeof err);
-        if (ck && params_finite(ck, err, sizeof err) == 0)
-            a->model = gpt_from_ckpt(ck, 1, err, sizeof err);
+        int rc = ck ? install_ckpt(a, ck, KIND_NONE, NULL, 0, err, sizeof err) : -1;
         ckpt_destroy(&ck);
-        if (!a->model) {
+        if (rc != 0) {
             fprintf(stderr, "rlx-actor: cannot load --model %s: %s\n", c->model_path, err);
             actor_destroy(&a);
             return NULL;
         }
-        a->sampler = sampler_new(a->model, c->batch);
     }
     return a;
 }
@@ -964,15 +734,14 @@ void actor_destroy(actor_t **self_p) {
     if (!self_p || !*self_p)
         return;
     actor_t *a = *self_p;
-    job_free(&a->job);
+    job_end(a);
     for (int i = 0; i < a->qlen; i++)
         wire_free(&a->queue[i]);
     free(a->queue);
     fetch_free(&a->f);
-    sampler_destroy(&a->sampler);
-    gpt_destroy(&a->model);
-    gfn_policy_destroy(&a->gfn);
-    diff_destroy(&a->diff);
+    for (int k = 0; k < KIND_COUNT; k++)
+        if (a->model[k])
+            actor_kind((kind_t)k)->destroy(&a->model[k]);
     wlink_destroy(&a->link);
     free(a->name);
     free(a);

@@ -1,8 +1,10 @@
-// actor.h: the rlx actor, a worker that samples text trajectories from the current policy.
-// It also samples GFlowNet (HyperGrid) trajectories: a WorkItem with WorkItem.gflow is
-// answered by gflow_actor.h with the gflownet policy blob (gfn_ckpt.h) the hub published.
-// Likewise a WorkItem with WorkItem.diffusion is answered by diffusion_actor.h (denoising
-// chains) with the diffusion checkpoint blob (diffusion.h diff_save) the hub published.
+// actor.h: the rlx actor, a worker that samples trajectories from the current policy: text
+// (text_actor.c), GFlowNet HyperGrid trajectories for a WorkItem with WorkItem.gflow
+// (gflow_actor.h, with the gflownet policy blob of gfn_ckpt.h) and denoising chains for a
+// WorkItem with WorkItem.diffusion (diffusion_actor.h, with a diff_save checkpoint blob).
+// Each kind is one ops table (actor_kind.h); the actor holds one model per kind, installs a
+// blob as the kind WeightAnnounce.kind names (or, from an older hub, the checkpoint's header
+// says) and samples an item with its kind's model.
 //
 // It joins the hub over one DEALER socket (proto/rlx.proto: Hello/Welcome, heartbeats, Bye),
 // keeps the newest weights (WeightAnnounce -> pipelined WeightRequests -> WeightChunks, each

@@ -1,9 +1,10 @@
-// diffusion_actor.c: see diffusion_actor.h.
+// diffusion_actor.c: see diffusion_actor.h; also the diffusion kind's ops table (actor_kind.h).
 #include "diffusion_actor.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+#include "actor_kind.h"
 #include "diff_traj.h"
 #include "item_batch.h"
 
@@ -156,3 +157,59 @@ void diff_batch_destroy(diff_batch_t **self_p) {
     free(g);
     *self_p = NULL;
 }
+
+// ---- the diffusion kind's ops (actor_kind.h) -----------------------------------------------
+
+static int kind_install(void **model_p, const ckpt_t *ck, int batch, char *err, size_t errlen) {
+    (void)batch; // the denoiser samples DIFF_ACTOR_CHUNK rows per call
+    diff_t *d = *model_p;
+    int rc = diff_actor_install(&d, ck, err, errlen);
+    *model_p = d;
+    return rc;
+}
+
+static int kind_step(void *model, void *job, uint64_t version, uint64_t *units, const char **why) {
+    actor_whole_job_t *j = job;
+    diff_batch_t *b = diff_actor_sample(model, j->item, j->ctx.actor_id, j->ctx.first_seq, version,
+                                        j->ctx.seed, j->ctx.tick, j->ctx.tick_arg, why);
+    if (!b)
+        return ACTOR_STEP_REFUSED;
+    j->batch = b;
+    *units = diff_batch_steps(b);
+    return 1;
+}
+
+static Rlx__Envelope *kind_batch(void *job, int *count, const char **why) {
+    (void)why;
+    diff_batch_t *b = ((actor_whole_job_t *)job)->batch;
+    *count = diff_batch_count(b);
+    return diff_batch_envelope(b);
+}
+
+static void kind_job_destroy(void **job_p) {
+    actor_whole_job_t *j = *job_p;
+    if (!j)
+        return;
+    diff_batch_t *b = j->batch;
+    diff_batch_destroy(&b);
+    free(j);
+    *job_p = NULL;
+}
+
+static void kind_destroy(void **model_p) {
+    diff_t *d = *model_p;
+    diff_destroy(&d);
+    *model_p = NULL;
+}
+
+const actor_kind_t diffusion_actor_kind = {
+    .kind = KIND_DIFFUSION,
+    .name = "diffusion",
+    .holds = actor_holds_model,
+    .install = kind_install,
+    .job_new = actor_whole_job_new,
+    .step = kind_step,
+    .batch = kind_batch,
+    .job_destroy = kind_job_destroy,
+    .destroy = kind_destroy,
+};

@@ -1,9 +1,10 @@
-// gflow_actor.c: see gflow_actor.h.
+// gflow_actor.c: see gflow_actor.h; also the GFlowNet kind's ops table (actor_kind.h).
 #include "gflow_actor.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+#include "actor_kind.h"
 #include "gfn_ckpt.h"
 #include "gfn_traj.h"
 #include "item_batch.h"
@@ -117,3 +118,59 @@ void gflow_batch_destroy(gflow_batch_t **self_p) {
     free(g);
     *self_p = NULL;
 }
+
+// ---- the GFlowNet kind's ops (actor_kind.h) ------------------------------------------------
+
+static int kind_install(void **model_p, const ckpt_t *ck, int batch, char *err, size_t errlen) {
+    (void)batch; // the policy samples GFLOW_ACTOR_CHUNK trajectories per call
+    gfn_policy_t *p = *model_p;
+    int rc = gflow_actor_install(&p, ck, err, errlen);
+    *model_p = p;
+    return rc;
+}
+
+static int kind_step(void *model, void *job, uint64_t version, uint64_t *units, const char **why) {
+    actor_whole_job_t *j = job;
+    gflow_batch_t *b = gflow_actor_sample(model, j->item, j->ctx.actor_id, j->ctx.first_seq,
+                                          version, j->ctx.seed, j->ctx.tick, j->ctx.tick_arg, why);
+    if (!b)
+        return ACTOR_STEP_REFUSED;
+    j->batch = b;
+    *units = gflow_batch_transitions(b);
+    return 1;
+}
+
+static Rlx__Envelope *kind_batch(void *job, int *count, const char **why) {
+    (void)why;
+    gflow_batch_t *b = ((actor_whole_job_t *)job)->batch;
+    *count = gflow_batch_count(b);
+    return gflow_batch_envelope(b);
+}
+
+static void kind_job_destroy(void **job_p) {
+    actor_whole_job_t *j = *job_p;
+    if (!j)
+        return;
+    gflow_batch_t *b = j->batch;
+    gflow_batch_destroy(&b);
+    free(j);
+    *job_p = NULL;
+}
+
+static void kind_destroy(void **model_p) {
+    gfn_policy_t *p = *model_p;
+    gfn_policy_destroy(&p);
+    *model_p = NULL;
+}
+
+const actor_kind_t gflow_actor_kind = {
+    .kind = KIND_GFLOW,
+    .name = "gflow",
+    .holds = actor_holds_model,
+    .install = kind_install,
+    .job_new = actor_whole_job_new,
+    .step = kind_step,
+    .batch = kind_batch,
+    .job_destroy = kind_job_destroy,
+    .destroy = kind_destroy,
+};

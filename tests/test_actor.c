@@ -568,16 +568,29 @@ static void test_actor_nan_weights(void *ctx) {
     send_work(&h, 81, 2, 0); // wants v2: sampled with v1, the last good weights
     check_batch(&h, ref, 81, 1, 7);
 
+    // Good weights announced as another kind than the checkpoint holds: refused too.
+    weights_t w3;
+    weights_make(&w3, ref, 3);
+    w3.ann.kind = RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_GFLOW;
+    out.weight_announce = &w3.ann;
+    fh_send(&h, &out);
+    serve_weights(&h, &w3, -1, &window, NULL);
+    env = fh_expect(&h, RLX__ENVELOPE__BODY_ERROR, 10.0);
+    TU_CHECK(env && strstr(env->error->message, "v3") && strstr(env->error->message, "gflow"),
+             "Error for weights of the wrong kind: %s", env ? env->error->message : "(none)");
+    wire_free(&env);
+    free(w3.blob);
+
     run.stop = 1;
     pthread_join(th, NULL);
     const actor_stats_t *st = actor_stats(run.a);
     TU_CHECK(st->items == 2 && st->policy_version == 1 && st->weight_loads == 1 &&
-                 st->blobs_bad == 1 && st->weights_nonfinite == 1,
+                 st->blobs_bad == 2 && st->weights_nonfinite == 1,
              "stats: items %llu version %llu loads %llu bad blobs %llu non-finite %llu",
              (unsigned long long)st->items, (unsigned long long)st->policy_version,
              (unsigned long long)st->weight_loads, (unsigned long long)st->blobs_bad,
              (unsigned long long)st->weights_nonfinite);
-    printf("ok   NaN weights v2 refused with an Error; v1 kept and sampled\n");
+    printf("ok   NaN weights v2 and mislabelled v3 refused with an Error; v1 kept and sampled\n");
     actor_destroy(&run.a);
     free(w1.blob);
     free(w2.blob);

@@ -131,7 +131,9 @@ static inline float vexp(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
+    // Unsigned shift: a NaN x (non-finite weights) makes n NaN, whose conversion gives INT_MIN
+    // on x86, and a signed left shift of that is undefined. p is NaN then, so the result is.
+    uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
     float s;
     memcpy(&s, &bits, sizeof s);
     return p * s;
