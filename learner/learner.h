@@ -1,16 +1,14 @@
-// learner.h: the RL learner, one MPI job. Every rank holds the same gpt; rank 0 also runs the
+// learner.h: the learner, one MPI job. Every rank holds the same model; rank 0 also runs the
 // hub (hub.h), takes batches of scored trajectories from it (or from a trajectory log with
-// --replay), computes leave-one-out advantages, drops samples older than max_lag policy
-// versions, and broadcasts the batch. Each rank computes the policy-gradient loss (rl.h) on
-// its shard, the gradients are summed with one in-place MPI_Allreduce on the contiguous
-// gradient buffer, and every rank steps AdamW identically. Rank 0 publishes new weights to
-// the actors every publish_every steps, evaluates on held-out prompts, writes metrics (JSON
-// lines) and checkpoints (every ckpt_every steps and on SIGINT/SIGTERM). With gflow_env set,
-// learner_run trains a GFlowNet instead (gflow_learner.h) in the same loop structure, and with
-// diff_env set a diffusion model by reward (diffusion_learner.h). With text_tb set the gpt is
-// itself trained as a GFlowNet on text (text_gfn.h): trajectory balance on responses of
-// max_new_tokens tokens of an alphabet (hub.allowed_tokens), one learned log Z per training
-// prompt, and an exact L1 evaluation by enumeration instead of held-out accuracy.
+// --replay), drops samples older than max_lag policy versions, and broadcasts the batch. Each
+// rank computes the objective's loss on its shard, the gradients are summed with in-place
+// MPI_Allreduce calls, and every rank steps AdamW identically; a step whose loss or gradient
+// norm is not finite is skipped on every rank. Rank 0 publishes new (finite) weights to the
+// actors every publish_every steps, evaluates, writes metrics (JSON lines, json-c) and
+// checkpoints (every ckpt_every steps and on SIGINT/SIGTERM). What is trained is the
+// objective (objective.h), picked once from `kind` and `objective`: text by reward
+// (objective_rl.c) or by trajectory balance (objective_text_tb.c, text_gfn.h), a HyperGrid
+// GFlowNet (objective_gflow.c) or a diffusion model by reward (objective_diffusion.h).
 #ifndef RLX_LEARNER_H
 #define RLX_LEARNER_H
 
@@ -19,6 +17,7 @@
 #include "adamw.h"
 #include "diffusion_rl.h"
 #include "hub.h"
+#include "kind.h"
 #include "rl.h"
 
 typedef struct {
@@ -43,18 +42,19 @@ typedef struct {
     int threads;              // compute threads per rank
     uint64_t seed;            // evaluation sampling seed
     double take_timeout_s;    // give up waiting for trajectories after this long with none
-    // GFlowNet mode (gflow_learner.h): set by --env; the text options above that concern the
-    // model, prompts and objective are then unused.
-    const char *gflow_env; // "hypergrid", or NULL for the text learner
+    kind_t kind;           // what is trained: KIND_TEXT, KIND_GFLOW (--env hypergrid) or
+                           // KIND_DIFFUSION (--env diffusion)
+    const char *objective; // --objective (NULL: the kind's default): objective_pick
+    // GFlowNet mode (objective_gflow.c): the text options above that concern the model,
+    // prompts and objective are then unused.
     int gflow_objective;   // gfn_loss_kind_t: GFN_LOSS_TB, _DB, _SUBTB
     float gflow_lambda;    // SubTB length discount
     float logz_lr;         // log Z's AdamW learning rate (the net uses opt.lr); also text TB's
     int gflow_hidden;      // policy mlp width
     int gflow_blocks;      // policy mlp residual blocks
-    // Diffusion mode (diffusion_learner.h): --env diffusion; --init is a diffusion checkpoint
-    // (rlx-ddpm), the hub's diff_* fields say how actors sample (shape, classes and steps are
-    // completed from the checkpoint when left 0).
-    const char *diff_env;   // "diffusion", or NULL
+    // Diffusion mode (objective_diffusion.h): --init is a diffusion checkpoint (rlx-ddpm), the
+    // hub's diff_* fields say how actors sample (shape, classes and steps are completed from
+    // the checkpoint when left 0).
     int diff_objective;     // DIFF_OBJ_DDPO, _DAG, _DAGKL
     drl_config_t drl;       // objective settings (diffusion_rl.h)
     int flow_hidden;        // DAG / DAG-KL flow mlp width
@@ -66,7 +66,6 @@ typedef struct {
     // Text GFlowNet (--objective tb without --env; text_gfn.h): responses of
     // hub.max_new_tokens tokens of hub.allowed_tokens (--alphabet), hub.train_prompts the
     // prompts (and the scorer's targets), hub.scorer the reward (built-in: exact L1).
-    int text_tb;          // 1: trajectory balance instead of the policy gradient
     float reward_beta;    // log R = reward_beta * reward (the scorer's scalar)
     gpt_config_t new_gpt; // the fresh gpt made when there is no --init (TB only);
                           // ctx_len 0: the longest prompt + max_new_tokens
@@ -75,6 +74,10 @@ typedef struct {
 enum { DIFF_OBJ_DDPO = 0, DIFF_OBJ_DAG = 1, DIFF_OBJ_DAGKL = 2 };
 
 learner_config_t learner_defaults(void);
+// The defaults of the GFlowNet objectives (HyperGrid, TB on text) where the text RL ones do
+// not fit, for every option not given (learner_main's short codes), with their scorer.
+void learner_gflownet_defaults(learner_config_t *c, const unsigned char *given,
+                               const char *scorer);
 
 // Runs the learner on this rank (after MPI_Init). Returns the process exit code.
 int learner_run(const learner_config_t *c);

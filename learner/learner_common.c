@@ -1,6 +1,7 @@
 // learner_common.c: see learner_common.h.
 #include "learner_common.h"
 
+#include <math.h>
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
@@ -100,41 +101,96 @@ void learner_collect(const learner_source_t *src, int want, const int *have, lea
 }
 
 void learner_write_summary(FILE *metrics, const learner_counts_t *cnt, const hub_counters_t *hc,
-                           int have_hub, double elapsed_s) {
+                           const learner_guard_t *guard, int have_hub, double elapsed_s) {
     uint64_t sampled = have_hub ? hc->sampled : (uint64_t)cnt->replay_read;
     uint64_t in_flight = have_hub ? hc->in_flight : 0;
     long long dinv = (long long)(cnt->dropped_invalid + (int64_t)hc->dropped_invalid);
     long long dshut = (long long)(cnt->dropped_shutdown + (int64_t)hc->dropped_shutdown);
-    fprintf(metrics,
-            "{\"summary\": true, \"step\": %lld, \"sampled\": %llu, \"trained\": %lld, "
-            "\"dropped_stale\": %lld, \"dropped_invalid\": %lld, \"dropped_score\": %llu, "
-            "\"dropped_shutdown\": %lld, \"duplicates\": %llu, \"in_flight\": %llu, "
-            "\"wire_errors\": %llu, \"send_failures\": %llu, \"score_requeues\": %llu, "
-            "\"expired_work\": %llu, \"elapsed_s\": %.2f}\n",
-            (long long)cnt->step, (unsigned long long)sampled, (long long)cnt->trained,
-            (long long)cnt->dropped_stale, dinv, (unsigned long long)hc->dropped_score, dshut,
-            (unsigned long long)hc->duplicates, (unsigned long long)in_flight,
-            (unsigned long long)hc->wire_errors, (unsigned long long)hc->send_failures,
-            (unsigned long long)hc->score_requeues, (unsigned long long)hc->expired_work,
-            elapsed_s);
-    fflush(metrics);
+    json_object *o = json_object_new_object();
+    learner_json_bool(o, "summary", 1);
+    learner_json_int(o, "step", cnt->step);
+    learner_json_int(o, "sampled", (int64_t)sampled);
+    learner_json_int(o, "trained", cnt->trained);
+    learner_json_int(o, "dropped_stale", cnt->dropped_stale);
+    learner_json_int(o, "dropped_invalid", dinv);
+    learner_json_int(o, "dropped_score", (int64_t)hc->dropped_score);
+    learner_json_int(o, "dropped_shutdown", dshut);
+    learner_json_int(o, "duplicates", (int64_t)hc->duplicates);
+    learner_json_int(o, "in_flight", (int64_t)in_flight);
+    learner_json_int(o, "wire_errors", (int64_t)hc->wire_errors);
+    learner_json_int(o, "send_failures", (int64_t)hc->send_failures);
+    learner_json_int(o, "score_requeues", (int64_t)hc->score_requeues);
+    learner_json_int(o, "expired_work", (int64_t)hc->expired_work);
+    learner_json_int(o, "skipped_steps", guard->skipped_steps);
+    learner_json_int(o, "unpublished", guard->unpublished);
+    learner_json_num(o, "elapsed_s", elapsed_s, "%.2f");
+    learner_json_write(metrics, o);
     printf("summary: sampled %llu trained %lld dropped_stale %lld dropped_invalid %lld "
-           "dropped_score %llu dropped_shutdown %lld in_flight %llu\n",
+           "dropped_score %llu dropped_shutdown %lld in_flight %llu skipped_steps %lld\n",
            (unsigned long long)sampled, (long long)cnt->trained, (long long)cnt->dropped_stale,
-           dinv, (unsigned long long)hc->dropped_score, dshut, (unsigned long long)in_flight);
+           dinv, (unsigned long long)hc->dropped_score, dshut, (unsigned long long)in_flight,
+           (long long)guard->skipped_steps);
     fflush(stdout);
 }
 
-int learner_admit_lag(learner_counts_t *cnt, int64_t step, uint64_t version, int max_lag,
-                      double *lag_sum, int *lag_max) {
-    int64_t lag = step + 1 - (int64_t)version;
-    if (max_lag >= 0 && lag > max_lag) {
-        cnt->dropped_stale++;
+void learner_allreduce(paramset_t *ps) {
+    MPI_Allreduce(MPI_IN_PLACE, ps->g, (int)ps->n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+}
+
+void learner_poison_grad(paramset_t *ps, double local_loss) {
+    if (!isfinite(local_loss) && ps->n > 0)
+        ps->g[0] = NAN;
+}
+
+int learner_norms_finite(const float *norms, int n) {
+    for (int i = 0; i < n; i++)
+        if (!isfinite(norms[i]))
+            return 0;
+    return 1;
+}
+
+int learner_params_finite(const paramset_t *ps) {
+    for (size_t i = 0; i < ps->n; i++)
+        if (!isfinite(ps->w[i]))
+            return 0;
+    return 1;
+}
+
+void learner_json_num(json_object *o, const char *key, double v, const char *fmt) {
+    if (!isfinite(v)) {
+        json_object_object_add(o, key, NULL); // JSON null
+        return;
+    }
+    char buf[64];
+    snprintf(buf, sizeof buf, fmt, v);
+    json_object_object_add(o, key, json_object_new_double_s(v, buf));
+}
+
+void learner_json_int(json_object *o, const char *key, int64_t v) {
+    json_object_object_add(o, key, json_object_new_int64(v));
+}
+
+void learner_json_bool(json_object *o, const char *key, int v) {
+    json_object_object_add(o, key, json_object_new_boolean(v != 0));
+}
+
+void learner_json_write(FILE *f, json_object *o) {
+    fprintf(f, "%s\n",
+            json_object_to_json_string_ext(o, JSON_C_TO_STRING_SPACED |
+                                                  JSON_C_TO_STRING_NOSLASHESCAPE));
+    fflush(f);
+    json_object_put(o);
+}
+
+int learner_admit_lag(learner_admit_t *a, uint64_t version) {
+    int64_t lag = a->step + 1 - (int64_t)version;
+    if (a->max_lag >= 0 && lag > a->max_lag) {
+        a->cnt->dropped_stale++;
         return 0;
     }
-    *lag_sum += (double)(lag > 0 ? lag : 0);
-    if (lag > *lag_max)
-        *lag_max = (int)lag;
+    a->lag_sum += (double)(lag > 0 ? lag : 0);
+    if (lag > a->lag_max)
+        a->lag_max = (int)lag;
     return 1;
 }
 

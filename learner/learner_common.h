@@ -1,7 +1,8 @@
-// learner_common.h: the parts of the learner loop every objective shares (learner.c: text
-// by reward; gflow_learner.c: GFlowNets): run-level counters and their checkpointed form,
-// the hub's run-long counters across --resume, signals, collecting a batch on rank 0 from the
-// hub (or a replay log) with the take timeout, and the summary line (sampled = trained +
+// learner_common.h: the parts of the learner every objective (objective.h) shares: run-level
+// counters and their checkpointed form, the hub's run-long counters across --resume, signals,
+// collecting a batch on rank 0 from the hub (or a replay log) with the take timeout, the
+// guarded update (all-reduce, skip a non-finite step on every rank alike), metrics lines
+// through json-c (non-finite numbers as null) and the summary line (sampled = trained +
 // dropped, in_flight).
 #ifndef RLX_LEARNER_COMMON_H
 #define RLX_LEARNER_COMMON_H
@@ -9,7 +10,10 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <json-c/json.h>
+
 #include "hub.h"
+#include "paramset.h"
 #include "trajlog.h"
 #include "wire.h"
 
@@ -55,11 +59,18 @@ hub_counters_t learner_hub_totals(hub_t *hub, const hub_counters_t *prev);
 // runs' added: the final counters to checkpoint and summarise.
 hub_counters_t learner_finish_hub(hub_t *hub, const learner_counts_t *cnt);
 
-// Admits a trajectory sampled with policy `version` into a batch of learner step `step` (whose
-// weights are version step + 1): 1, with its lag added to *lag_sum and *lag_max; or 0, counted
-// in cnt->dropped_stale, when the lag exceeds max_lag (< 0: no limit).
-int learner_admit_lag(learner_counts_t *cnt, int64_t step, uint64_t version, int max_lag,
-                      double *lag_sum, int *lag_max);
+// The policy-lag admission of one step's batch (the loop's; the objective's add uses it).
+typedef struct {
+    int64_t step;          // steps taken: the batch's weights are version step + 1
+    int max_lag;           // drop older than this many versions (< 0: no limit)
+    learner_counts_t *cnt; // counters (consumed, dropped_*)
+    double lag_sum;        // policy lag sum of the admitted trajectories
+    int lag_max;           // and its maximum
+} learner_admit_t;
+
+// Admits a trajectory sampled with policy `version`: 1, with its lag added to a->lag_sum and
+// a->lag_max; or 0, counted in cnt->dropped_stale, when the lag exceeds max_lag.
+int learner_admit_lag(learner_admit_t *a, uint64_t version);
 
 // Where rank 0's trajectories come from.
 typedef struct {
@@ -79,9 +90,34 @@ typedef void (*learner_add_fn)(void *ctx, const Rlx__Envelope *env);
 void learner_collect(const learner_source_t *src, int want, const int *have, learner_counts_t *cnt,
                      learner_add_fn add, void *ctx);
 
+// Counts of the learner's numeric guards (this run only; not checkpointed).
+typedef struct {
+    int64_t skipped_steps; // steps whose loss or gradient norm was not finite: no update
+    int64_t unpublished;   // weights not published or checkpointed: a parameter not finite
+} learner_guard_t;
+
+// Collective: sums ps's gradient over the ranks in place (one MPI_Allreduce).
+void learner_allreduce(paramset_t *ps);
+// Before learner_allreduce: a non-finite local loss makes ps's gradient NaN, so that the
+// all-reduced gradient norm, which every rank computes alike, says so on every rank.
+void learner_poison_grad(paramset_t *ps, double local_loss);
+// 1 when all n norms are finite: the step may update; 0: skip it.
+int learner_norms_finite(const float *norms, int n);
+// 1 when every parameter of ps is finite.
+int learner_params_finite(const paramset_t *ps);
+
+// Metrics lines: json-c objects. A number with the printf format it is shown with (as the
+// text lines always had), or null when it is not finite.
+void learner_json_num(json_object *o, const char *key, double v, const char *fmt);
+void learner_json_int(json_object *o, const char *key, int64_t v);
+void learner_json_bool(json_object *o, const char *key, int v);
+// Writes o as one line to f, flushes, and frees o.
+void learner_json_write(FILE *f, json_object *o);
+
 // Writes the summary JSON line to metrics and prints it: hc are the counters after
 // hub_drain with earlier runs added; hub NULL means a replay (sampled = replay_read).
+// guard: the numeric guards' counts (skipped_steps, unpublished).
 void learner_write_summary(FILE *metrics, const learner_counts_t *cnt, const hub_counters_t *hc,
-                           int have_hub, double elapsed_s);
+                           const learner_guard_t *guard, int have_hub, double elapsed_s);
 
 #endif

@@ -10,6 +10,7 @@
 #include "gflownet.h"
 #include "learner.h"
 #include "learner_common.h"
+#include "objective.h"
 
 static void usage(FILE *f) {
     learner_config_t d = learner_defaults();
@@ -81,27 +82,6 @@ static double num(const char *opt, const char *s, int rank) {
         exit(2);
     }
     return v;
-}
-
-// Defaults of the GFlowNet modes (HyperGrid, TB on text) where the text RL ones do not fit,
-// for every option not given on the command line.
-static void gflownet_defaults(learner_config_t *c, const unsigned char *given, const char *scorer) {
-    if (!given['B'])
-        c->batch = 16;
-    if (!given['S'])
-        c->steps = (long long)1 << 40; // --max-samples is the natural limit here
-    if (!given['k'])
-        c->hub.samples_per_prompt = 16;
-    if (!given['a'])
-        c->opt.lr = 1e-3f;
-    if (!given['2'])
-        c->opt.beta2 = 0.999f;
-    if (!given['c'])
-        c->hub.scorer = scorer;
-    if (!given['F'])
-        c->hub.max_in_flight = 2 * c->batch;
-    if (!given['Q'])
-        c->hub.max_learner_queue = 2 * c->batch;
 }
 
 int main(int argc, char **argv) {
@@ -194,6 +174,7 @@ int main(int argc, char **argv) {
     int ch, idx = 0;
     unsigned char given[256] = {0}; // options seen (short codes), for mode-dependent defaults
     const char *objective = NULL;   // resolved once the mode (--env) is known
+    const char *env = NULL;         // --env
     int diff_clip_given = 0;
     while ((ch = getopt_long(argc, argv, "", opts, &idx)) != -1) {
         const char *nm = opts[idx].name;
@@ -201,10 +182,8 @@ int main(int argc, char **argv) {
             given[ch] = 1;
         switch (ch) {
         case 1000:
-            if (!strcmp(optarg, "diffusion"))
-                c.diff_env = optarg;
-            else
-                c.gflow_env = optarg;
+            env = optarg;
+            c.kind = !strcmp(optarg, "diffusion") ? KIND_DIFFUSION : KIND_GFLOW;
             break;
         case 1001:
             c.hub.gflow_ndim = (int)num(nm, optarg, rank);
@@ -357,87 +336,62 @@ int main(int argc, char **argv) {
         }
     }
     (void)diff_clip_given;
-    if (objective && c.diff_env) {
-        if (!strcmp(objective, "ddpo") || !strcmp(objective, "dag") ||
-            !strcmp(objective, "dagkl")) {
-            c.diff_objective = !strcmp(objective, "ddpo")  ? DIFF_OBJ_DDPO
-                               : !strcmp(objective, "dag") ? DIFF_OBJ_DAG
-                                                           : DIFF_OBJ_DAGKL;
-        } else {
-            if (rank == 0)
-                fprintf(stderr, "rlx-learner: --env diffusion: --objective ddpo|dag|dagkl\n");
-            MPI_Finalize();
-            return 2;
-        }
-    } else if (objective && (!strcmp(objective, "ddpo") || !strcmp(objective, "dag") ||
-                             !strcmp(objective, "dagkl"))) {
+    int is_diff = !strcmp(objective ? objective : "", "ddpo") ||
+                  !strcmp(objective ? objective : "", "dag") ||
+                  !strcmp(objective ? objective : "", "dagkl");
+    if (c.kind == KIND_DIFFUSION && objective && !is_diff) {
+        if (rank == 0)
+            fprintf(stderr, "rlx-learner: --env diffusion: --objective ddpo|dag|dagkl\n");
+        MPI_Finalize();
+        return 2;
+    } else if (c.kind != KIND_DIFFUSION && is_diff) {
         if (rank == 0)
             fprintf(stderr, "rlx-learner: --objective %s needs --env diffusion\n", objective);
         MPI_Finalize();
         return 2;
     }
-    if (c.diff_env) { // diffusion defaults where the text ones do not fit
-        if (!given['B'])
-            c.batch = 32;
-        if (!given['k'])
-            c.hub.samples_per_prompt = 8;
-        if (!given['n'])
-            c.hub.prompts_per_item = 1;
-        if (!given['2'])
-            c.opt.beta2 = 0.999f;
-        if (c.hub.diff_steps <= 0)
-            c.hub.diff_steps = 20;
-        if (!(c.hub.diff_eta > 0))
-            c.hub.diff_eta = 1.0f;
-        if (!given['F'])
-            c.hub.max_in_flight = 2 * c.batch;
-        if (!given['Q'])
-            c.hub.max_learner_queue = 2 * c.batch;
-        if (!given['V'])
-            c.eval_every = 0;
-        c.hub.gflow_ndim = 0;
-    } else {
+    if (is_diff)
+        c.diff_objective = !strcmp(objective, "ddpo")  ? DIFF_OBJ_DDPO
+                           : !strcmp(objective, "dag") ? DIFF_OBJ_DAG
+                                                       : DIFF_OBJ_DAGKL;
+    if (c.kind == KIND_GFLOW && strcmp(env, "hypergrid") != 0) {
+        if (rank == 0)
+            fprintf(stderr, "rlx-learner: --env hypergrid or diffusion (got env %s)\n", env);
+        MPI_Finalize();
+        return 2;
+    }
+    // The objective, decided once: its table's mode defaults (objective.h).
+    c.objective = objective;
+    const objective_ops_t *ops = objective_pick(c.kind, objective);
+    if (!ops) { // only text can get here: gflow took tb|db|subtb, diffusion was checked
+        if (rank == 0)
+            fprintf(stderr,
+                    "rlx-learner: text training: --objective rl|tb (db and subtb "
+                    "need --env hypergrid), got '%s'\n",
+                    objective);
+        MPI_Finalize();
+        return 2;
+    }
+    if (ops->defaults)
+        ops->defaults(&c, given);
+    // The hub's old kind sentinels, until hub_config_t says kind itself.
+    if (c.kind != KIND_DIFFUSION)
         c.hub.diff_steps = 0;
-    }
-    if (!c.gflow_env && !c.diff_env && objective) { // text: rl (the default) or tb
-        if (!strcmp(objective, "tb")) {
-            c.text_tb = 1;
-        } else if (strcmp(objective, "rl") != 0) {
-            if (rank == 0)
-                fprintf(stderr,
-                        "rlx-learner: text training: --objective rl|tb (db and subtb "
-                        "need --env hypergrid), got '%s'\n",
-                        objective);
-            MPI_Finalize();
-            return 2;
-        }
-    }
-    if (c.text_tb) { // TB on text: the GFlowNet defaults, with its own scorer
-        gflownet_defaults(&c, given, "seqmodes");
-        if (!given['n'])
-            c.hub.prompts_per_item = 1;
-    }
-    if (c.gflow_env) { // HyperGrid
-        gflownet_defaults(&c, given, "hypergrid");
-        c.hub.prompts_per_item = 1;
-        if (!given['C'])
-            c.opt.grad_clip = 0.0f;
-    } else {
+    if (c.kind != KIND_GFLOW)
         c.hub.gflow_ndim = 0; // --ndim/--height mean nothing without --env
-    }
     const char *bad = NULL;
     if (!c.out)
         bad = "--out DIR is required";
-    else if (c.gflow_env && (c.hub.gflow_ndim < 1 || c.hub.gflow_height < 2 || c.replay))
+    else if (c.kind == KIND_GFLOW && (c.hub.gflow_ndim < 1 || c.hub.gflow_height < 2 || c.replay))
         bad = "--env needs --ndim D >= 1 and --height H >= 2 (and no --replay)";
-    else if (c.diff_env && (!c.init || c.replay || !c.hub.scorer))
+    else if (c.kind == KIND_DIFFUSION && (!c.init || c.replay || !c.hub.scorer))
         bad = "--env diffusion needs --init DDPM.ckpt and --scorer NAME (and no --replay)";
-    else if (!c.gflow_env && !c.diff_env && !c.replay && !c.hub.train_prompts)
+    else if (c.kind == KIND_TEXT && !c.replay && !c.hub.train_prompts)
         bad = "--train-prompts TSV is required (or --replay TRAJLOG)";
-    else if (c.text_tb && (!c.hub.train_prompts || c.hub.n_allowed_tokens < 2))
+    else if (ops == &objective_text_tb && (!c.hub.train_prompts || c.hub.n_allowed_tokens < 2))
         bad = "--objective tb on text needs --train-prompts TSV (even with --replay: its lines "
               "are the log Z table and the evaluation) and --alphabet of at least 2 bytes";
-    else if (c.text_tb && (c.eval_prompts || c.rl.kl_coef > 0))
+    else if (ops == &objective_text_tb && (c.eval_prompts || c.rl.kl_coef > 0))
         bad = "--objective tb on text evaluates exactly on the train prompts and has no KL "
               "term: drop --eval-prompts and --kl-coef";
     else if (c.batch < 1 || c.steps < 1 || c.threads < 1 || c.hub.samples_per_prompt < 1)

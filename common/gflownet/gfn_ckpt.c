@@ -46,11 +46,13 @@ int gfn_ckpt_save(const gfn_policy_t *p, const char *path, int with_opt, const v
 }
 
 void *gfn_ckpt_blob(const gfn_policy_t *p, const char *dir, size_t *len, char *err, size_t errlen) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/.weights.%d", dir, (int)getpid());
-    if (gfn_ckpt_save(p, path, 0, NULL, 0, err, errlen) != 0)
+    (void)dir;
+    ckpt_capture_begin(); // the file's bytes, in memory
+    if (gfn_ckpt_save(p, "gflownet weights", 0, NULL, 0, err, errlen) != 0) {
+        free(ckpt_capture_end(len, NULL, 0));
         return NULL;
-    return ckpt_take_file(path, len, err, errlen);
+    }
+    return ckpt_capture_end(len, err, errlen);
 }
 
 int gfn_ckpt_describe(const ckpt_t *c, gfn_grid_t *g, gfn_policy_config_t *pc, char *err,

@@ -29,8 +29,9 @@ void gfn_ckpt_config(const gfn_policy_t *p, int32_t config[CKPT_CONFIG_LEN]);
 // with err.
 int gfn_ckpt_save(const gfn_policy_t *p, const char *path, int with_opt, const void *extra,
                   size_t extra_len, char *err, size_t errlen);
-// The weights-only checkpoint's bytes (malloc'ed; the caller frees), written through a
-// temporary file in dir. NULL with err.
+// The weights-only checkpoint's bytes (malloc'ed; the caller frees), serialised in memory
+// (ckpt_capture_begin: the same bytes as the file); dir is unused (kept for callers). NULL
+// with err.
 void *gfn_ckpt_blob(const gfn_policy_t *p, const char *dir, size_t *len, char *err, size_t errlen);
 // The grid and policy config a checkpoint describes. 0, or -1 (not a GFN checkpoint, bad
 // config) with err.

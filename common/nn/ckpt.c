@@ -1,6 +1,7 @@
 // ckpt.c: writes and reads the rlx checkpoint format of ckpt.h. The writer streams header,
 // sections and trailer (CRC32 over all of it) to "path.tmp.PID", syncs it and renames it over
-// path, so a crash never leaves half a file at path. The reader loads the whole file, checks
+// path, so a crash never leaves half a file at path; under ckpt_capture_begin the same stream
+// goes to memory (open_memstream) instead, so a weights blob is the file's bytes exactly. The reader loads the whole file, checks
 // magic, version, end marker, checksum and section table, and only then hands out pointers
 // into its buffer. Every check is done on bounded arithmetic: arbitrary bytes never crash it.
 //
@@ -96,6 +97,38 @@ static void sync_parent_dir(const char *path) {
     free(dir);
 }
 
+// This thread's capture of the next ckpt_write (ckpt_capture_begin/_end).
+typedef struct {
+    int on;     // the next ckpt_write goes to memory
+    int done;   // it has been written
+    char *buf;  // its bytes (open_memstream's buffer)
+    size_t len; // their length
+} ckpt_capture_t;
+static __thread ckpt_capture_t capture;
+
+// Header, sections and trailer (the CRC over all before it) to f. 0, or -1 on a short write.
+static int write_stream(FILE *f, uint32_t kind, const int32_t config[CKPT_CONFIG_LEN],
+                        const ckpt_section_t *sections, int nsections) {
+    uLong crc = crc32(0L, Z_NULL, 0);
+    uint32_t version = CKPT_VERSION, nsec = (uint32_t)nsections;
+    if (put(f, &crc, CKPT_MAGIC, MAGIC_LEN) || put(f, &crc, &version, 4) ||
+        put(f, &crc, &kind, 4) || put(f, &crc, config, 4 * CKPT_CONFIG_LEN) ||
+        put(f, &crc, &nsec, 4))
+        return -1;
+    for (int i = 0; i < nsections; i++) {
+        char name[CKPT_NAME_LEN] = {0};
+        memcpy(name, sections[i].name, strlen(sections[i].name));
+        uint64_t nbytes = sections[i].nbytes;
+        if (put(f, &crc, name, CKPT_NAME_LEN) || put(f, &crc, &nbytes, 8) ||
+            put(f, &crc, sections[i].data, nbytes))
+            return -1;
+    }
+    uint32_t crc32v = (uint32_t)crc;
+    if (fwrite(&crc32v, 1, 4, f) != 4 || fwrite(CKPT_END_MAGIC, 1, MAGIC_LEN, f) != MAGIC_LEN)
+        return -1;
+    return 0;
+}
+
 int ckpt_write(const char *path, uint32_t kind, const int32_t config[CKPT_CONFIG_LEN],
                const ckpt_section_t *sections, int nsections, char *err, size_t errlen) {
     if (!path || !config || nsections < 0 || (nsections > 0 && !sections)) {
@@ -117,6 +150,28 @@ int ckpt_write(const char *path, uint32_t kind, const int32_t config[CKPT_CONFIG
         }
     }
 
+    if (capture.on) {
+        capture.on = 0;
+        free(capture.buf);
+        capture.buf = NULL;
+        capture.len = 0;
+        FILE *m = open_memstream(&capture.buf, &capture.len);
+        if (!m) {
+            set_err(err, errlen, "ckpt_write %s: cannot open a memory stream", path);
+            return -1;
+        }
+        int bad = write_stream(m, kind, config, sections, nsections) != 0;
+        bad |= fclose(m) != 0;
+        if (bad) {
+            set_err(err, errlen, "ckpt_write %s: out of memory", path);
+            free(capture.buf);
+            capture.buf = NULL;
+            return -1;
+        }
+        capture.done = 1;
+        return 0;
+    }
+
     size_t tmplen = strlen(path) + 32;
     char *tmp = malloc(tmplen);
     if (!tmp) {
@@ -133,23 +188,7 @@ int ckpt_write(const char *path, uint32_t kind, const int32_t config[CKPT_CONFIG
         free(tmp);
         return -1;
     }
-
-    uLong crc = crc32(0L, Z_NULL, 0);
-    uint32_t version = CKPT_VERSION, nsec = (uint32_t)nsections;
-    if (put(f, &crc, CKPT_MAGIC, MAGIC_LEN) || put(f, &crc, &version, 4) ||
-        put(f, &crc, &kind, 4) || put(f, &crc, config, 4 * CKPT_CONFIG_LEN) ||
-        put(f, &crc, &nsec, 4))
-        goto write_failed;
-    for (int i = 0; i < nsections; i++) {
-        char name[CKPT_NAME_LEN] = {0};
-        memcpy(name, sections[i].name, strlen(sections[i].name));
-        uint64_t nbytes = sections[i].nbytes;
-        if (put(f, &crc, name, CKPT_NAME_LEN) || put(f, &crc, &nbytes, 8) ||
-            put(f, &crc, sections[i].data, nbytes))
-            goto write_failed;
-    }
-    uint32_t crc32v = (uint32_t)crc;
-    if (fwrite(&crc32v, 1, 4, f) != 4 || fwrite(CKPT_END_MAGIC, 1, MAGIC_LEN, f) != MAGIC_LEN)
+    if (write_stream(f, kind, config, sections, nsections) != 0)
         goto write_failed;
     if (fflush(f) != 0)
         goto write_failed;
@@ -180,6 +219,23 @@ cleanup:
         unlink(tmp);
     free(tmp);
     return rc;
+}
+
+void ckpt_capture_begin(void) {
+    free(capture.buf);
+    capture = (ckpt_capture_t){.on = 1};
+}
+
+void *ckpt_capture_end(size_t *len, char *err, size_t errlen) {
+    void *buf = capture.done ? capture.buf : NULL;
+    if (buf)
+        *len = capture.len;
+    else {
+        free(capture.buf);
+        set_err(err, errlen, "no checkpoint was written while capturing");
+    }
+    capture = (ckpt_capture_t){0};
+    return buf;
 }
 
 static uint32_t get_u32(const unsigned char *p) {

@@ -39,10 +39,16 @@ ckpt_t *ckpt_read(const char *path, char *err, size_t errlen);
 // received over the wire). The bytes are copied; the caller keeps buf. NULL with a message in
 // err if they are not a valid checkpoint.
 ckpt_t *ckpt_parse(const void *buf, size_t len, char *err, size_t errlen);
-// The bytes of the checkpoint file just written at path, which is then removed: how a model
-// becomes a weights blob for the wire (save to a temporary path, take the bytes). The caller
+// The bytes of the checkpoint file just written at path, which is then removed. The caller
 // frees the buffer. NULL with a message in err (the file is removed either way).
 void *ckpt_take_file(const char *path, size_t *len, char *err, size_t errlen);
+// How a model becomes a weights blob for the wire without a file: after ckpt_capture_begin,
+// this thread's next ckpt_write (e.g. inside gpt_save or diff_save) writes its bytes, exactly
+// those of the file, to memory instead (its path is then only a name in messages), and
+// ckpt_capture_end hands them over (malloc'ed, the caller frees; NULL with err when nothing
+// was written, e.g. the save failed before ckpt_write).
+void ckpt_capture_begin(void);
+void *ckpt_capture_end(size_t *len, char *err, size_t errlen);
 uint32_t ckpt_kind(const ckpt_t *c);
 const int32_t *ckpt_config(const ckpt_t *c); // CKPT_CONFIG_LEN entries
 // The named section's bytes (valid until ckpt_destroy; 64-byte aligned, so a section may be
