@@ -2,6 +2,7 @@
 // under an id proves itself), the worker table and its removal, the weights (publication,
 // announcements, chunked fetch) and RunStatus to observers.
 #include "hub_internal.h"
+#include "hub_kind.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -62,8 +63,9 @@ void hub_worker_remove(hub_loop_t *s, worker_t *w, const char *why) {
     free(w);
 }
 
-static Rlx__WeightAnnounce announce_of(const blob_t *b) {
+static Rlx__WeightAnnounce announce_of(const hub_loop_t *s, const blob_t *b) {
     Rlx__WeightAnnounce a = RLX__WEIGHT_ANNOUNCE__INIT;
+    a.kind = (Rlx__TrajectoryKind)s->ops->kind; // the actor installs it as this kind's model
     a.version = b->version;
     a.total_bytes = b->len;
     a.num_chunks = b->num_chunks;
@@ -174,7 +176,7 @@ void hub_on_hello(hub_loop_t *s, const wire_peer_t *from, const Rlx__Envelope *e
     wel.heartbeat_liveness = (uint32_t)s->c.liveness;
     wel.session_key = w->session_key;
     if (s->weights[0].set) {
-        ann = announce_of(&s->weights[0]);
+        ann = announce_of(s, &s->weights[0]);
         wel.policy_version = ann.version;
         wel.weights = &ann;
     }
@@ -241,7 +243,7 @@ void hub_send_status(hub_loop_t *s, const worker_t *w) {
 }
 
 static void announce_weights(hub_loop_t *s) {
-    Rlx__WeightAnnounce a = announce_of(&s->weights[0]);
+    Rlx__WeightAnnounce a = announce_of(s, &s->weights[0]);
     Rlx__Envelope env = RLX__ENVELOPE__INIT;
     env.body_case = RLX__ENVELOPE__BODY_WEIGHT_ANNOUNCE;
     env.weight_announce = &a;

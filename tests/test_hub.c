@@ -829,7 +829,8 @@ static void test_weights(void) {
     if (a) {
         Rlx__WeightAnnounce *wa = a->weight_announce;
         TU_CHECK(wa->version == 1 && wa->total_bytes == len && wa->num_chunks == 4 &&
-                     wa->chunk_bytes == WIRE_WEIGHT_CHUNK_BYTES && wa->crc32 == crc,
+                     wa->chunk_bytes == WIRE_WEIGHT_CHUNK_BYTES && wa->crc32 == crc &&
+                     wa->kind == RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_TEXT,
                  "announce v%llu %llu bytes %u chunks crc %08x", (unsigned long long)wa->version,
                  (unsigned long long)wa->total_bytes, wa->num_chunks, wa->crc32);
         wire_free(&a);
@@ -871,8 +872,9 @@ static void test_weights(void) {
     Rlx__Envelope *wel = NULL;
     client_t *late = client_join(RLX__ROLE__ROLE_ACTOR, 1, &wel);
     TU_CHECK(late && wel && wel->welcome->policy_version == 3 && wel->welcome->weights &&
-                 wel->welcome->weights->total_bytes == 1000,
-             "Welcome carries the newest weights");
+                 wel->welcome->weights->total_bytes == 1000 &&
+                 wel->welcome->weights->kind == RLX__TRAJECTORY_KIND__TRAJECTORY_KIND_TEXT,
+             "Welcome carries the newest weights, of the run's kind");
     wire_free(&wel);
     free(blob);
     free(got);
