@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "layers.h"
+#include "rl.h"
 #include "util.h"
 
 drl_config_t drl_defaults(void) {
@@ -293,8 +294,9 @@ double drl_ppo_math(int M, const float *adv, const float *logpf, const float *bl
     double loss = 0, rs = 0;
     int nc = 0;
     for (int q = 0; q < M; q++) {
-        double A = adv[q], rho = exp((double)logpf[q] - blogpf[q]);
-        double obj = rho * A, g = -rho * A; // d(-rho A)/dlogpf
+        int clamped = 0; // in log space with a clamp (rl_ratio)
+        double A = adv[q], rho = rl_ratio(logpf[q], blogpf[q], &clamped);
+        double obj = rho * A, g = clamped ? 0.0 : -rho * A; // d(-rho A)/dlogpf
         if (clip_eps > 0) {
             double rc = rho < 1 - clip_eps ? 1 - clip_eps : rho > 1 + clip_eps ? 1 + clip_eps : rho;
             if (rc * A < obj) { // the clipped term is the minimum: no gradient
@@ -479,7 +481,7 @@ void drl_ddpo_loss(drl_t *r, const drl_traj_t *tr, int n, double denom, drl_stat
         denoiser_pass(r, M, r->dlogpf);
         for (int q = 0; q < M; q++) {
             st->loss -= r->adv[q] * (double)r->logpf[q] / denom;
-            ratio_sum += exp((double)r->logpf[q] - r->blogpf[q]);
+            ratio_sum += rl_ratio(r->logpf[q], r->blogpf[q], NULL);
         }
     } else {
         denoiser_pass(r, M, NULL);
@@ -501,7 +503,7 @@ void drl_dag_loss(drl_t *r, const drl_traj_t *tr, int n, double denom, float bet
     denoiser_pass(r, M, NULL);
     double ratio_sum = 0;
     for (int q = 0; q < M; q++)
-        ratio_sum += exp((double)r->logpf[q] - r->blogpf[q]);
+        ratio_sum += rl_ratio(r->logpf[q], r->blogpf[q], NULL);
     st->loss = st->flow_loss =
         drl_db_math(n, S, r->logF, r->logpf, r->logpb, denom, r->delta, r->dlogF, r->dlogpf);
     flows_backward(r, n, S);

@@ -374,7 +374,8 @@ int main(int argc, char **argv) {
     }
     if (ops->defaults)
         ops->defaults(&c, given);
-    // The hub's old kind sentinels, until hub_config_t says kind itself.
+    c.hub.kind = c.kind;
+    // The hub's old kind sentinels, kept set until the hub no longer reads them.
     if (c.kind != KIND_DIFFUSION)
         c.hub.diff_steps = 0;
     if (c.kind != KIND_GFLOW)

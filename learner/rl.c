@@ -5,6 +5,16 @@
 #include <math.h>
 #include <string.h>
 
+double rl_ratio(double logp, double blogp, int *clamped) {
+    double d = logp - blogp;
+    int c = !(d >= -RL_LOG_RATIO_MAX && d <= RL_LOG_RATIO_MAX); // NaN counts as clamped
+    if (clamped)
+        *clamped = c;
+    if (c)
+        d = d > 0 ? RL_LOG_RATIO_MAX : -RL_LOG_RATIO_MAX;
+    return exp(d);
+}
+
 void rl_advantages(rl_sample_t *s, int n, int normalize) {
     for (int i = 0; i < n; i++) {
         double sum = 0, sum2 = 0;
@@ -62,8 +72,9 @@ void rl_loss(gpt_t *m, gpt_t *ref, const rl_sample_t *s, int n, double denom,
         for (int j = 0; j < s[i].resp_len; j++) {
             int t = s[i].prompt_len - 1 + j, k = i * T + t;
             double lp = m->logp[k];
-            double rho = exp(lp - s[i].blogp[j]);
-            double obj = rho * A, g = -A * rho; // d(-rho A)/dlogp
+            int clamped = 0;
+            double rho = rl_ratio(lp, s[i].blogp[j], &clamped);
+            double obj = rho * A, g = clamped ? 0.0 : -A * rho; // d(-rho A)/dlogp
             if (c->clip_eps > 0) {
                 double rc = rho < 1 - c->clip_eps ? 1 - c->clip_eps
                             : rho > 1 + c->clip_eps ? 1 + c->clip_eps

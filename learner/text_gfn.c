@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "bytetok.h"
+#include "rl.h"
 #include "scorers.h"
 #include "util.h"
 
@@ -214,7 +215,7 @@ void tgfn_loss(gpt_t *m, const tgfn_sample_t *s, int n, const float *logz, float
             sum += lp[j];
             double d = (double)lp[j] - s[i].blogp[j];
             st->stale_sum += fabs(d);
-            st->ratio_sum += exp(d);
+            st->ratio_sum += rl_ratio(lp[j], s[i].blogp[j], NULL); // clamped: a metric
         }
         double r = (double)logz[s[i].prompt] + sum - s[i].logr;
         float g = (float)(2.0 * r / denom);
