@@ -50,6 +50,7 @@
 hub_config_t hub_defaults(void) {
     hub_config_t c;
     memset(&c, 0, sizeof c);
+    c.kind = KIND_TEXT;
     c.scorer = "exact";
     c.prompts_per_item = 8;
     c.samples_per_prompt = 4;
@@ -70,12 +71,6 @@ hub_config_t hub_defaults(void) {
 }
 
 // The kind of c: c->kind, or (until every caller sets it) the one its older fields name.
-static kind_t kind_of(const hub_config_t *c) {
-    if (c->kind != KIND_NONE)
-        return c->kind;
-    return c->gflow_ndim > 0 ? KIND_GFLOW : c->diff_steps > 0 ? KIND_DIFFUSION : KIND_TEXT;
-}
-
 static int config_ok(const hub_config_t *c, const hub_kind_ops_t *ops) {
     const char *bad = NULL;
     if (!ops)
@@ -100,7 +95,7 @@ static int config_ok(const hub_config_t *c, const hub_kind_ops_t *ops) {
 
 hub_t *hub_start(const hub_config_t *c, void *zmq_ctx) {
     assert(c && zmq_ctx);
-    const hub_kind_ops_t *ops = hub_kind_ops(kind_of(c));
+    const hub_kind_ops_t *ops = hub_kind_ops(c->kind);
     if (!config_ok(c, ops))
         return NULL;
     hub_t *h = calloc(1, sizeof *h);

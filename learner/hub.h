@@ -43,9 +43,8 @@
 #define HUB_MAX_ALLOWED 512 // most entries of hub_config_t.allowed_tokens
 
 typedef struct {
-    kind_t kind;               // what the run trains on (KIND_TEXT, KIND_GFLOW, KIND_DIFFUSION);
-                               // KIND_NONE: the kind gflow_ndim > 0 / diff_steps > 0 name
-                               // (older callers), else text
+    kind_t kind;               // what the run trains on (KIND_TEXT, KIND_GFLOW, KIND_DIFFUSION;
+                               // hub_defaults: text): picks the hub's ops table (hub_kind.h)
     const char *bind;          // ZeroMQ endpoint to bind, e.g. "tcp://*:5555"
     const char *run_id;        // run identifier stamped on every message
     const char *train_prompts; // TSV file: prompt<TAB>target per line
@@ -106,7 +105,8 @@ typedef struct {
     uint64_t late_replies;     // ScoreReplies to requests no longer waited for (dropped)
     uint64_t expired_work;     // work items whose deadline passed (not trajectories)
     uint64_t score_requeues;   // trajectories sent again to a reward worker
-    // Added after RLXLRN3 checkpoints were written (the learner stores this struct raw):
+    // Added after RLXLRN3 checkpoints were written (the learner stores this struct raw, so a
+    // change here changes LEARNER_STATE_MAGIC in learner_common.h):
     uint64_t hello_refused;  // Hellos claiming a known worker_id without its session_key
     uint64_t peer_mismatch;  // messages whose sender_id is a worker joined from another peer
     uint64_t future_version; // trajectories claiming a policy version never published (also

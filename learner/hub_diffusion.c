@@ -81,19 +81,6 @@ void hub_diff_item(const Rlx__Trajectory *t, const char *scorer, const char *tar
     item->payload_shape = x->shape;
 }
 
-void *hub_diff_weights(const diff_t *d, const char *dir, size_t *len, char *err, size_t errlen) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/.weights.%d", dir, (int)getpid());
-    // diff_save writes the moments only when the paramset has them: a view of d without.
-    mlp_t net = *d->net;
-    net.ps.m = net.ps.v = NULL;
-    diff_t view = *d;
-    view.net = &net;
-    if (diff_save(&view, path, err, errlen) != 0)
-        return NULL;
-    return ckpt_take_file(path, len, err, errlen);
-}
-
 // ---- the kind's ops table ----------------------------------------------------------------
 
 // Diffusion mode: one synthetic prompt per class (or one), no tokens (hub_diffusion.h).

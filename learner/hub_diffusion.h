@@ -1,9 +1,9 @@
-// hub_diffusion.h: the diffusion-specific parts of the hub (hub.h, diff_steps > 0): the
+// hub_diffusion.h: the diffusion-specific parts of the hub (hub.h, kind KIND_DIFFUSION): the
 // synthetic prompts (one per class when class-conditional, so classes are drawn uniformly by
 // the hub's shuffled prompt order; one unconditional prompt otherwise), what a diffusion
 // WorkItem says (WorkItem.diffusion), the checks on a DiffusionTrajectory (diff_traj.h) and
 // the ScoreItem (payload = the sample x_0 with its shape, kind DIFFUSION, target = the
-// prompt's class or the configured target), and the weights blob published to actors.
+// prompt's class or the configured target).
 // Bookkeeping (groups, scoring, delivery) is the hub's, as for text.
 #ifndef RLX_HUB_DIFFUSION_H
 #define RLX_HUB_DIFFUSION_H
@@ -31,11 +31,5 @@ const char *hub_diff_check(const hub_config_t *c, const Rlx__Trajectory *t, uint
 // outlives the item), target is the prompt's.
 void hub_diff_item(const Rlx__Trajectory *t, const char *scorer, const char *target,
                    Rlx__ScoreItem *item);
-
-// The weights blob of d for actors: a diff_save checkpoint (diff_from_ckpt reads it) with
-// the parameters and without the AdamW moments (a third of the learner's checkpoint), written
-// through a temporary file in dir. malloc'ed (the caller frees) with its length in *len, or
-// NULL with err.
-void *hub_diff_weights(const diff_t *d, const char *dir, size_t *len, char *err, size_t errlen);
 
 #endif

@@ -1,4 +1,4 @@
-// hub_gflow.h: the GFlowNet-specific parts of the hub (hub.h, gflow_ndim > 0): what a
+// hub_gflow.h: the GFlowNet-specific parts of the hub (hub.h, kind KIND_GFLOW): what a
 // HyperGrid WorkItem says, the checks on a GflowTrajectory, and the ScoreItem payload (the
 // terminal state, one-hot per coordinate, shape [D, H], kind GFLOW). The hub's bookkeeping
 // (groups, scoring, delivery) is the same as for text.

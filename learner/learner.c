@@ -178,6 +178,27 @@ static void write_step(const objective_ops_t *ops, void *obj, FILE *metrics,
     double reward = json_object_object_get_ex(line, "reward_mean", &v) && v
                         ? json_object_get_double(v)
                         : 0.0;
+    if (hub) { // what observers see in RunStatus (the hub adds its own counters)
+        Rlx__RunStatus rs = RLX__RUN_STATUS__INIT;
+        rs.step = (uint64_t)cnt->step;
+        rs.samples = (uint64_t)cnt->trained;
+        rs.reward_mean = (float)reward;
+        static float last_eval = 0.0f; // the latest evaluation (one learner per process)
+        static int has_eval = 0;
+        if (json_object_object_get_ex(line, "eval_accuracy", &v) && v) {
+            last_eval = (float)json_object_get_double(v);
+            has_eval = 1;
+        }
+        rs.eval_accuracy = last_eval;
+        rs.has_eval = has_eval;
+        rs.lag_mean = (float)(n ? adm->lag_sum / n : 0.0);
+        rs.lag_max = (uint32_t)adm->lag_max;
+        rs.dropped_stale = (uint64_t)cnt->dropped_stale;
+        rs.samples_per_s = (float)samples_per_s;
+        if (hub_report(hub, &rs) != 0)
+            fprintf(stderr, "rlx-learner: step %lld: the hub did not take the run status\n",
+                    (long long)cnt->step);
+    }
     learner_json_write(metrics, line);
     if (ops->print_steps) {
         printf("step %lld samples %lld reward %.3f%s lag %.2f/%d loss %.4f %.1f samples/s%s\n",

@@ -53,6 +53,9 @@ void learner_add_earlier_runs(hub_counters_t *k, const hub_counters_t *prev) {
     k->late_replies += prev->late_replies;
     k->expired_work += prev->expired_work;
     k->score_requeues += prev->score_requeues;
+    k->hello_refused += prev->hello_refused;
+    k->peer_mismatch += prev->peer_mismatch;
+    k->future_version += prev->future_version;
 }
 
 hub_counters_t learner_hub_totals(hub_t *hub, const hub_counters_t *prev) {
@@ -121,6 +124,9 @@ void learner_write_summary(FILE *metrics, const learner_counts_t *cnt, const hub
     learner_json_int(o, "send_failures", (int64_t)hc->send_failures);
     learner_json_int(o, "score_requeues", (int64_t)hc->score_requeues);
     learner_json_int(o, "expired_work", (int64_t)hc->expired_work);
+    learner_json_int(o, "hello_refused", (int64_t)hc->hello_refused);
+    learner_json_int(o, "peer_mismatch", (int64_t)hc->peer_mismatch);
+    learner_json_int(o, "future_version", (int64_t)hc->future_version);
     learner_json_int(o, "skipped_steps", guard->skipped_steps);
     learner_json_int(o, "unpublished", guard->unpublished);
     learner_json_num(o, "elapsed_s", elapsed_s, "%.2f");

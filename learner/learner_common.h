@@ -29,9 +29,12 @@ typedef struct {
     hub_counters_t hub_prev;  // the hubs' run-long counters of earlier runs (before --resume)
 } learner_counts_t;
 
-// Checkpoint extra section: learner state for --resume.
+// Checkpoint extra section: learner state for --resume, a raw struct behind a magic that
+// changes with its layout (3: without the hub's hello_refused, peer_mismatch and
+// future_version; 2: without send_failures). An older one resumes with counters at 0.
+#define LEARNER_STATE_MAGIC "RLXLRN4"
 typedef struct {
-    char magic[8];           // "RLXLRN3\0" (2: without hub send_failures)
+    char magic[8];           // LEARNER_STATE_MAGIC
     learner_counts_t counts; // counters at the time of the checkpoint
 } learner_state_t;
 

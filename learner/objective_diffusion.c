@@ -523,7 +523,7 @@ static int diffusion_finite(void *self) {
 }
 
 static void *diffusion_weights(void *self, size_t *len, char *err, size_t errlen) {
-    return diffobj_weights(((diffobj_t *)self)->d, len, err, errlen);
+    return diff_weights_blob(((diffobj_t *)self)->d, len, err, errlen);
 }
 
 static int diffusion_save(void *self, const learner_counts_t *cnt) {

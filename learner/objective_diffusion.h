@@ -23,7 +23,7 @@
 // them, and every rank uses its shard's rows (drl_dagkl_loss_adv); -np N equals -np 1 to float
 // rounding (test_diff_traj). DDPO's advantages are computed over the whole batch on every rank.
 //
-// Weights published to actors (diffobj_weights) are the denoiser's parameters without the
+// Weights published to actors (diffusion.h diff_weights_blob) are the denoiser's parameters without the
 // AdamW moments. Checkpoints in OUT: learner.ckpt, the denoiser with its AdamW state (a
 // diff_save checkpoint: rlx-ddpm and actors read it); flow.ckpt, the flow net with its AdamW
 // state (DAG, DAG-KL); learner_state.ckpt, the counters and both optimizer steps, written
@@ -39,10 +39,6 @@
 #include "diffusion_rl.h"
 #include "learner_common.h"
 
-// The weights blob of d for actors: a diff_save checkpoint (diff_from_ckpt reads it) with
-// the parameters and without the AdamW moments, serialised in memory. malloc'ed (the caller
-// frees) with its length in *len, or NULL with err.
-void *diffobj_weights(const diff_t *d, size_t *len, char *err, size_t errlen);
 // The checkpoint triple in dir (cnt->hub_prev: the hub's totals now). 0, or -1 (printed).
 int diffobj_save(const diff_t *d, const drl_t *r, const char *dir, const learner_counts_t *cnt);
 // Rank 0, --resume with DIR/learner.ckpt present: the denoiser, flow and counters. 0, or -1

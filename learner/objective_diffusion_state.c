@@ -26,7 +26,7 @@ typedef struct {
 // and the counters in its extra section; learner_state.ckpt: diff_state_t.
 int diffobj_save(const diff_t *d, const drl_t *r, const char *dir, const learner_counts_t *cnt) {
     char path[4096], err[512];
-    diff_state_t ds = {.st = {.magic = "RLXLRN3", .counts = *cnt},
+    diff_state_t ds = {.st = {.magic = LEARNER_STATE_MAGIC, .counts = *cnt},
                        .denoiser_step = d->net->ps.step,
                        .flow_step = r->flow ? r->flow->ps.step : -1};
     snprintf(path, sizeof path, "%s/learner.ckpt", dir);
@@ -121,7 +121,7 @@ int diffobj_resume(diff_t *d, drl_t *r, const char *dir, learner_counts_t *cnt, 
     if (!ck) {
         snprintf(err, errlen, "%s", e2);
     } else if (ckpt_kind(ck) != DIFF_STATE_KIND || ckpt_config(ck)[0] != 1 || !ds ||
-               n != sizeof *ds || memcmp(ds->st.magic, "RLXLRN3", 8) != 0) {
+               n != sizeof *ds || memcmp(ds->st.magic, LEARNER_STATE_MAGIC, 8) != 0) {
         snprintf(err, errlen,
                  "learner_state.ckpt: not a diffusion learner state (another version?)");
     } else if (ds->denoiser_step != d->net->ps.step ||
@@ -146,19 +146,4 @@ void diffobj_bcast_net(mlp_t *net) {
     MPI_Bcast(net->ps.m, n, MPI_FLOAT, 0, MPI_COMM_WORLD);
     MPI_Bcast(net->ps.v, n, MPI_FLOAT, 0, MPI_COMM_WORLD);
     MPI_Bcast(&net->ps.step, 1, MPI_INT64_T, 0, MPI_COMM_WORLD);
-}
-
-
-void *diffobj_weights(const diff_t *d, size_t *len, char *err, size_t errlen) {
-    // diff_save writes the moments only when the paramset has them: a view of d without.
-    mlp_t net = *d->net;
-    net.ps.m = net.ps.v = NULL;
-    diff_t view = *d;
-    view.net = &net;
-    ckpt_capture_begin(); // the file's bytes, in memory
-    if (diff_save(&view, "diffusion weights", err, errlen) != 0) {
-        free(ckpt_capture_end(len, NULL, 0));
-        return NULL;
-    }
-    return ckpt_capture_end(len, err, errlen);
 }

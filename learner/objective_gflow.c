@@ -121,7 +121,7 @@ static void *gflow_create(learner_config_t *c, learner_counts_t *cnt, int *rc) {
             if (!ck || gfn_ckpt_load(o->p, ck, err, sizeof err) != 0) {
                 fprintf(stderr, "rlx-learner: cannot resume from %s: %s\n", o->path, err);
                 ok = 0;
-            } else if (st && n == sizeof *st && !memcmp(st->magic, "RLXLRN3", 8)) {
+            } else if (st && n == sizeof *st && !memcmp(st->magic, LEARNER_STATE_MAGIC, 8)) {
                 *cnt = st->counts;
                 printf("rlx-learner: resumed from %s at step %lld\n", o->path,
                        (long long)cnt->step);
@@ -273,7 +273,7 @@ static void *gflow_weights(void *self, size_t *len, char *err, size_t errlen) {
 static int gflow_save(void *self, const learner_counts_t *cnt) {
     gflow_obj_t *o = self;
     char err[512];
-    learner_state_t st = {.magic = "RLXLRN3", .counts = *cnt};
+    learner_state_t st = {.magic = LEARNER_STATE_MAGIC, .counts = *cnt};
     if (gfn_ckpt_save(o->p, o->path, 1, &st, sizeof st, err, sizeof err) != 0) {
         fprintf(stderr, "rlx-learner: checkpoint not written: %s\n", err);
         return -1;

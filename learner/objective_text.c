@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "ckpt.h"
+#include "text_traj.h"
 #include "util.h"
 
 // (Re)sizes b to hold n samples, ntok tokens and nlp response tokens. Called once at start
@@ -83,18 +84,11 @@ void text_add(void *self, const Rlx__Envelope *env) {
         cnt->consumed++;
         const Rlx__TextTrajectory *x =
             tr->kind_case == RLX__TRAJECTORY__KIND_TEXT ? tr->text : NULL;
-        if (!x || x->n_prompt_tokens < 1 || x->n_response_tokens < 1 ||
-            x->n_logprobs != x->n_response_tokens ||
-            (int)(x->n_prompt_tokens + x->n_response_tokens) > ctx + 1) {
-            cnt->dropped_invalid++;
-            continue;
-        }
-        int ok = 1;
-        for (size_t j = 0; j < x->n_prompt_tokens; j++)
-            ok &= x->prompt_tokens[j] < GPT_VOCAB;
-        for (size_t j = 0; j < x->n_response_tokens; j++)
-            ok &= x->response_tokens[j] < GPT_VOCAB && isfinite(x->logprobs[j]);
-        if (!ok || !isfinite(tr->reward) ||
+        // The wire's checks (text_traj.h) against this model: the response must fit the
+        // context after its prompt.
+        int room = x && x->n_prompt_tokens <= (size_t)ctx ? ctx + 1 - (int)x->n_prompt_tokens : 0;
+        text_traj_spec_t spec = {.max_new_tokens = room, .vocab = GPT_VOCAB};
+        if (!x || room < 1 || text_traj_check(&spec, x) || !isfinite(tr->reward) ||
             (t->task && tgfn_check(t->task, tr->prompt_id, x->prompt_tokens, x->n_prompt_tokens,
                                    x->response_tokens, x->n_response_tokens))) {
             cnt->dropped_invalid++;
@@ -183,7 +177,7 @@ void *text_weights(void *self, size_t *len, char *err, size_t errlen) {
 
 int text_save(text_t *t, const learner_counts_t *cnt, const void *extra, size_t extra_len) {
     char err[512];
-    learner_state_t st = {.magic = "RLXLRN3", .counts = *cnt};
+    learner_state_t st = {.magic = LEARNER_STATE_MAGIC, .counts = *cnt};
     char *buf = rlx_xcalloc(1, sizeof st + extra_len, "checkpoint state");
     memcpy(buf, &st, sizeof st);
     if (extra_len)
@@ -236,7 +230,7 @@ static int load_model(text_t *t, learner_counts_t *cnt, int fresh_ctx, void **ex
     } else if (resuming) {
         uint64_t n = 0;
         const learner_state_t *st = ckpt_section(ck, "extra", &n);
-        if (st && n >= sizeof *st && !memcmp(st->magic, "RLXLRN3", 8)) {
+        if (st && n >= sizeof *st && !memcmp(st->magic, LEARNER_STATE_MAGIC, 8)) {
             *cnt = st->counts;
             *extra_len = n - sizeof *st;
             *extra = rlx_xcalloc(1, *extra_len + 1, "checkpoint extra");

@@ -2,7 +2,7 @@
 // actor's sampled chains (diffusion_actor.h) survive the wire (diff_traj.h, wire.h) bit for bit
 // and pass the hub's and the learner's checks (hub_diffusion.h, diff_traj_check with the
 // policy's schedule); malformed chains are refused with a reason; the ScoreItem carries x_0;
-// the published weights blob (hub_diff_weights) holds parameters only and installs; DAG-KL
+// the published weights blob (diff_weights_blob) holds parameters only and installs; DAG-KL
 // sharded as the learner shards it over ranks gives the whole batch's gradient.
 #include <math.h>
 #include <stdio.h>
@@ -35,6 +35,7 @@ static diff_t *small_model(uint64_t seed) {
 
 static hub_config_t hub_config(void) {
     hub_config_t hc = hub_defaults();
+    hc.kind = KIND_DIFFUSION;
     hc.diff_steps = S_STEPS;
     hc.diff_shape_n = 2;
     hc.diff_shape[0] = hc.diff_shape[1] = 2;
@@ -277,7 +278,7 @@ static void test_weights(void) {
     char err[256], dir[] = "/tmp/rlx-test-diff-XXXXXX", path[300];
     TU_CHECK(mkdtemp(dir) != NULL, "mkdtemp");
     size_t len = 0, full = 0;
-    void *blob = hub_diff_weights(d, dir, &len, err, sizeof err);
+    void *blob = diff_weights_blob(d, &len, err, sizeof err);
     TU_CHECK(blob != NULL, "blob: %s", err);
     snprintf(path, sizeof path, "%s/full.ckpt", dir);
     TU_CHECK(diff_save(d, path, err, sizeof err) == 0, "diff_save: %s", err);

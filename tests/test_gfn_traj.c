@@ -143,6 +143,7 @@ static void test_faults(void) {
 
     // The hub's view: kind and payload.
     hub_config_t hc = hub_defaults();
+    hc.kind = KIND_GFLOW;
     hc.gflow_ndim = 2;
     hc.gflow_height = 4;
     Rlx__Trajectory t = RLX__TRAJECTORY__INIT;
@@ -206,6 +207,7 @@ static void test_actor_blob(void) {
     gfn_policy_destroy(&other);
 
     hub_config_t hc = hub_defaults();
+    hc.kind = KIND_GFLOW;
     hc.gflow_ndim = 3;
     hc.gflow_height = 5;
     Rlx__Prompt pr = RLX__PROMPT__INIT, *prp = &pr;

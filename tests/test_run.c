@@ -48,6 +48,9 @@
 #include "testutil.h"
 #include "trajlog.h"
 #include "util.h"
+#include "wire.h"
+
+#include <zmq.h>
 
 static char dir[256];
 
@@ -481,6 +484,58 @@ static pid_t run_worker(procs_t *ps, const char *bin, const char *name, int port
 
 static const char *const ACTOR_ARGS[] = {"--threads", "1", NULL};
 
+// Joins the hub on port as an observer and waits (up to timeout_s) for a RunStatus; 0 with
+// its step and samples, or -1. The learner reports them every step (hub_report): without
+// that, observers saw step 0 and samples 0 (issue 8).
+static int observe_status(int port, double timeout_s, uint64_t *step, uint64_t *samples) {
+    char ep[64];
+    snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", port);
+    void *ctx = zmq_ctx_new(), *sock = zmq_socket(ctx, ZMQ_DEALER);
+    int linger = 0, rc = -1;
+    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+    wire_t *w = wire_new("observer", 0, "test-run");
+    Rlx__Hello hello = RLX__HELLO__INIT;
+    hello.role = RLX__ROLE__ROLE_OBSERVER;
+    hello.name = "test-observer";
+    Rlx__Envelope env = RLX__ENVELOPE__INIT;
+    env.body_case = RLX__ENVELOPE__BODY_HELLO;
+    env.hello = &hello;
+    uint32_t id = 0;
+    double t0 = rlx_now(), asked = 0;
+    if (zmq_connect(sock, ep) != 0 || wire_send(w, sock, NULL, &env, NULL) != WIRE_OK)
+        goto done;
+    while (rlx_now() - t0 < timeout_s) {
+        if (id && rlx_now() - asked > 0.2) { // a heartbeat asks for the status again
+            Rlx__Heartbeat hb = RLX__HEARTBEAT__INIT;
+            hb.worker_id = id;
+            Rlx__Envelope h = RLX__ENVELOPE__INIT;
+            h.sender_id = id;
+            h.body_case = RLX__ENVELOPE__BODY_HEARTBEAT;
+            h.heartbeat = &hb;
+            wire_send(w, sock, NULL, &h, NULL);
+            asked = rlx_now();
+        }
+        Rlx__Envelope *in = NULL;
+        if (wire_recv(w, sock, 100, NULL, &in, NULL) != WIRE_OK)
+            continue;
+        if (in->body_case == RLX__ENVELOPE__BODY_WELCOME)
+            id = in->welcome->worker_id;
+        if (in->body_case == RLX__ENVELOPE__BODY_RUN_STATUS && in->run_status->step > 0) {
+            *step = in->run_status->step;
+            *samples = in->run_status->samples;
+            rc = 0;
+        }
+        wire_free(&in);
+        if (rc == 0)
+            break;
+    }
+done:
+    wire_destroy(&w);
+    zmq_close(sock);
+    zmq_ctx_term(ctx);
+    return rc;
+}
+
 // ---- e2e: the demo, shortened ---------------------------------------------------------------
 
 static void test_e2e(void) {
@@ -496,6 +551,14 @@ static void test_e2e(void) {
     run_worker(&ps, "rlx-reward", "reward-0", 5871, rargs);
     run_worker(&ps, "rlx-reward", "reward-1", 5871, rargs);
     double t0 = rlx_now();
+    uint64_t ostep = 0, osamples = 0;
+    int seen = wait_step(P("metrics.jsonl"), 20, learner, 240) == 0 &&
+               observe_status(5871, 10, &ostep, &osamples) == 0;
+    printf("observer: RunStatus step %llu samples %llu\n", (unsigned long long)ostep,
+           (unsigned long long)osamples);
+    TU_CHECK(seen && ostep >= 20 && osamples >= 20 * 64,
+             "an observer got no RunStatus with the learner's step (step %llu samples %llu)",
+             (unsigned long long)ostep, (unsigned long long)osamples);
     int st = tu_wait(learner, 300);
     mark_gone(&ps, learner);
     printf("RL run: %.1f s\n", rlx_now() - t0);

@@ -180,6 +180,20 @@ int diff_is_ckpt(const ckpt_t *ck) {
     return b && nb == sizeof *b && memcmp(b->magic, DIFF_MAGIC, 8) == 0;
 }
 
+void *diff_weights_blob(const diff_t *d, size_t *len, char *err, size_t errlen) {
+    // diff_save writes the moments only when the paramset has them: a view of d without.
+    mlp_t net = *d->net;
+    net.ps.m = net.ps.v = NULL;
+    diff_t view = *d;
+    view.net = &net;
+    ckpt_capture_begin(); // the file's bytes, in memory
+    if (diff_save(&view, "diffusion weights", err, errlen) != 0) {
+        free(ckpt_capture_end(len, NULL, 0));
+        return NULL;
+    }
+    return ckpt_capture_end(len, err, errlen);
+}
+
 diff_t *diff_load(const char *path, int max_batch, char *err, size_t errlen) {
     ckpt_t *ck = ckpt_read(path, err, errlen);
     if (!ck)

@@ -96,6 +96,10 @@ void diff_destroy(diff_t **self_p);
 // Checkpoint: the mlp checkpoint with the diffusion config in its "extra" section (magic
 // "RLXDIFF1"), optimizer state included. 0, or -1 with err.
 int diff_save(const diff_t *d, const char *path, char *err, size_t errlen);
+// The weights blob of d for actors: a diff_save checkpoint (diff_from_ckpt reads it) of the
+// parameters without the AdamW moments, serialised in memory (ckpt_capture_begin/end).
+// malloc'ed (the caller frees) with its length in *len, or NULL with err.
+void *diff_weights_blob(const diff_t *d, size_t *len, char *err, size_t errlen);
 diff_t *diff_load(const char *path, int max_batch, char *err, size_t errlen);
 // The same from a checkpoint already read (e.g. weights received over the wire; path only
 // names it in messages), and whether ck is a diffusion checkpoint at all.

@@ -12,6 +12,13 @@ const char *text_traj_check(const text_traj_spec_t *sp, const Rlx__TextTrajector
         (x->n_prompt_tokens != sp->n_prompt ||
          memcmp(x->prompt_tokens, sp->prompt, sp->n_prompt * sizeof *sp->prompt) != 0))
         return "prompt tokens differ from the work item's prompt";
+    if (!sp->prompt) { // any prompt: at least one token, each in the vocabulary
+        uint32_t top = 0;
+        for (size_t i = 0; i < x->n_prompt_tokens; i++)
+            top = x->prompt_tokens[i] > top ? x->prompt_tokens[i] : top;
+        if (x->n_prompt_tokens < 1 || top >= sp->vocab)
+            return "empty prompt or prompt token outside the vocabulary";
+    }
     if (x->n_response_tokens < 1 || x->n_response_tokens > (size_t)sp->max_new_tokens)
         return "response length outside 1..max_new_tokens";
     if (x->n_logprobs != x->n_response_tokens)

@@ -19,6 +19,7 @@
 // What the receiver expects of every trajectory.
 typedef struct {
     const uint32_t *prompt; // (n_prompt) the prompt tokens the work item sent, or NULL: any
+                            // non-empty prompt of tokens below vocab
     size_t n_prompt;        // entries of prompt
     int max_new_tokens;     // responses hold 1..max_new_tokens tokens
     uint32_t vocab;         // every response token is < vocab
