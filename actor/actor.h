@@ -1,6 +1,6 @@
 // actor.h: the rlx actor, a worker that samples trajectories from the current policy: text
 // (text_actor.c), GFlowNet HyperGrid trajectories for a WorkItem with WorkItem.gflow
-// (gflow_actor.h, with the gflownet policy blob of gfn_ckpt.h) and denoising chains for a
+// (gfn_actor.h, with the gflownet policy blob of gfn_ckpt.h) and denoising chains for a
 // WorkItem with WorkItem.diffusion (diffusion_actor.h, with a diff_save checkpoint blob).
 // Each kind is one ops table (actor_kind.h); the actor holds one model per kind, installs a
 // blob as the kind WeightAnnounce.kind names (or, from an older hub, the checkpoint's header

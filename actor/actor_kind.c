@@ -11,7 +11,7 @@
 
 static const actor_kind_t *const tables[KIND_COUNT] = {
     [KIND_TEXT] = &text_actor_kind,
-    [KIND_GFLOW] = &gflow_actor_kind,
+    [KIND_GFLOW] = &gfn_actor_kind,
     [KIND_DIFFUSION] = &diffusion_actor_kind,
 };
 

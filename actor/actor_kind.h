@@ -1,6 +1,6 @@
 // actor_kind.h: the actor's seam between its poll loop (actor.c) and what it samples. Each
 // trajectory kind (kind.h: text, GFlowNet, diffusion) is one ops table, one const instance
-// per kind in its own file (text_actor.c, gflow_actor.c, diffusion_actor.c); actor.c holds one
+// per kind in its own file (text_actor.c, gfn_actor.c, diffusion_actor.c); actor.c holds one
 // model slot per kind and calls the table of the kind it decided, never the kind's code.
 // (The shape of redis's ConnectionType: callers use the table, unaware of which kind.)
 //
@@ -64,7 +64,7 @@ typedef struct {
 typedef struct {
     const Rlx__WorkItem *item; // the item (borrowed)
     actor_job_ctx_t ctx;       // ids, seed, keepalive
-    void *batch;               // the kind's sampled batch (gflow_batch_t, diff_batch_t), or NULL
+    void *batch;               // the kind's sampled batch (gfn_sampled_t, diff_batch_t), or NULL
 } actor_whole_job_t;
 
 // job_new for whole-job kinds: the item and context kept, to be checked and sampled in the
@@ -76,7 +76,7 @@ void *actor_whole_job_new(void *model, const Rlx__WorkItem *it, const actor_job_
 int actor_holds_model(const void *model);
 
 extern const actor_kind_t text_actor_kind;      // text_actor.c
-extern const actor_kind_t gflow_actor_kind;     // gflow_actor.c
+extern const actor_kind_t gfn_actor_kind;       // gfn_actor.c
 extern const actor_kind_t diffusion_actor_kind; // diffusion_actor.c
 
 // The table of kind k, or NULL for KIND_NONE and anything else.

@@ -20,7 +20,7 @@
 //  - serves weights: hub_publish_weights hands it a blob; it announces the version to actors
 //    (WeightAnnounce) and answers WeightRequests with WeightChunks.
 //  - optionally appends every scored trajectory to a trajectory log (trajlog.h).
-//  - GFlowNet mode (kind KIND_GFLOW, hub_gflow.h): no prompt file; each WorkItem asks for
+//  - GFlowNet mode (kind KIND_GFLOW, hub_gfn.h): no prompt file; each WorkItem asks for
 //    samples_per_prompt HyperGrid trajectories (WorkItem.gflow), the hub checks them
 //    (gfn_traj_check) and scores their terminal states (ScoreItem.payload, kind GFLOW).
 //  - text work with allowed_tokens (GFlowNets on text, text_gfn.h): WorkItem.allowed_tokens
@@ -64,9 +64,9 @@ typedef struct {
     int score_batch;            // trajectories per ScoreRequest
     uint64_t seed;              // prompt order and sampling seeds
     const char *trajectory_log; // append scored trajectories here (NULL = off)
-    int gflow_ndim;             // GFlowNet: HyperGrid work of this D (no prompt file)
-    int gflow_height;           // its H
-    float gflow_epsilon;        // exploration epsilon sent with GFlowNet work
+    int gfn_ndim;               // GFlowNet: HyperGrid work of this D (no prompt file)
+    int gfn_height;             // its H
+    float gfn_epsilon;          // exploration epsilon sent with GFlowNet work
     int diff_steps;             // diffusion: S sampling steps (hub_diffusion.h)
     int diff_shape[4];          // sample shape (diff_shape_n entries), e.g. {2} or {8, 8}
     int diff_shape_n;           // entries of diff_shape

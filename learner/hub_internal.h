@@ -6,7 +6,7 @@
 //   hub_work.c     work items and groups, trajectories (checks, duplicates, acceptance)
 //   hub_score.c    the score queue, ScoreRequests to reward workers, their replies
 //   hub_workers.c  Hello/Welcome, the worker table, weights, run status
-//   hub_kind.h     the per-kind ops table; hub_text.c, hub_gflow.c, hub_diffusion.c the kinds
+//   hub_kind.h     the per-kind ops table; hub_text.c, hub_gfn.c, hub_diffusion.c the kinds
 //
 // Threads. hub_start binds the ROUTER socket and an inproc PAIR pipe, then starts one thread
 // that owns all hub state and runs one zmq_poll loop over the ROUTER socket and its end of the

@@ -4,7 +4,7 @@
 // is one file (hub_<kind>.c) with its table, and one entry in hub_kind_ops.
 //   text       hub_text.c       prompts from the train file, token checks (text_traj.h),
 //                               the response decoded to text for the scorer
-//   GFlowNet   hub_gflow.c      one synthetic prompt, HyperGrid checks (gfn_traj.h), the
+//   GFlowNet   hub_gfn.c      one synthetic prompt, HyperGrid checks (gfn_traj.h), the
 //                               terminal state one-hot as the scorer's payload
 //   diffusion  hub_diffusion.c  a synthetic prompt per class, chain checks (diff_traj.h), the
 //                               sample x_0 as the scorer's payload
@@ -43,7 +43,7 @@ struct hub_kind_ops {
 };
 
 extern const hub_kind_ops_t hub_text_ops;      // hub_text.c
-extern const hub_kind_ops_t hub_gflow_ops;     // hub_gflow.c
+extern const hub_kind_ops_t hub_gfn_ops;       // hub_gfn.c
 extern const hub_kind_ops_t hub_diffusion_ops; // hub_diffusion.c
 
 // The table of kind k, or NULL if k is not a kind.

@@ -137,7 +137,7 @@ const hub_kind_ops_t *hub_kind_ops(kind_t k) {
     case KIND_TEXT:
         return &hub_text_ops;
     case KIND_GFLOW:
-        return &hub_gflow_ops;
+        return &hub_gfn_ops;
     case KIND_DIFFUSION:
         return &hub_diffusion_ops;
     default:

@@ -40,11 +40,11 @@ learner_config_t learner_defaults(void) {
     c.threads = 1;
     c.seed = 1;
     c.take_timeout_s = 120;
-    c.gflow_objective = GFN_LOSS_TB;
-    c.gflow_lambda = 0.9f;
+    c.gfn_objective = GFN_LOSS_TB;
+    c.gfn_lambda = 0.9f;
     c.logz_lr = 0.1f;
-    c.gflow_hidden = 256;
-    c.gflow_blocks = 1;
+    c.gfn_hidden = 256;
+    c.gfn_blocks = 1;
     c.diff_objective = DIFF_OBJ_DAGKL;
     c.drl = drl_defaults();
     c.flow_hidden = 128;
@@ -81,9 +81,9 @@ const objective_ops_t *objective_pick(kind_t kind, const char *name) {
         if (!name || !strcmp(name, "rl"))
             return &objective_rl;
         return !strcmp(name, "tb") ? &objective_text_tb : NULL;
-    case KIND_GFLOW: // tb, db, subtb: learner_config_t.gflow_objective
+    case KIND_GFLOW: // tb, db, subtb: learner_config_t.gfn_objective
         return !name || !strcmp(name, "tb") || !strcmp(name, "db") || !strcmp(name, "subtb")
-                   ? &objective_gflow
+                   ? &objective_gfn
                    : NULL;
     case KIND_DIFFUSION: // ddpo, dag, dagkl: learner_config_t.diff_objective
         return !name || !strcmp(name, "ddpo") || !strcmp(name, "dag") || !strcmp(name, "dagkl")
@@ -121,8 +121,9 @@ static void checkpoint(const objective_ops_t *ops, void *obj, const learner_coun
                        const hub_counters_t *hc, learner_guard_t *guard) {
     if (!ops->finite(obj)) {
         guard->unpublished++;
-        fprintf(stderr, "rlx-learner: checkpoint of step %lld not written: a parameter is not "
-                        "finite\n",
+        fprintf(stderr,
+                "rlx-learner: checkpoint of step %lld not written: a parameter is not "
+                "finite\n",
                 (long long)cnt->step);
         return;
     }
@@ -151,8 +152,8 @@ static void write_eval(const objective_ops_t *ops, void *obj, FILE *metrics,
 // Rank 0: the metrics line of a step (and, for print_steps objectives, a line on stdout).
 static void write_step(const objective_ops_t *ops, void *obj, FILE *metrics,
                        const learner_counts_t *cnt, const learner_admit_t *adm,
-                       const learner_guard_t *guard, const objective_step_t *st, hub_t *hub,
-                       int n, double samples_per_s, double el) {
+                       learner_guard_t *guard, const objective_step_t *st, hub_t *hub, int n,
+                       double samples_per_s, double el) {
     hub_counters_t hc = learner_hub_totals(hub, &cnt->hub_prev);
     json_object *line = json_object_new_object(), *v;
     learner_json_int(line, "step", cnt->step);
@@ -175,22 +176,19 @@ static void write_step(const objective_ops_t *ops, void *obj, FILE *metrics,
     learner_json_int(line, "reward_workers", hc.reward_workers);
     learner_json_int(line, "policy_version", cnt->step + 1);
     learner_json_num(line, "elapsed_s", el, "%.2f");
-    double reward = json_object_object_get_ex(line, "reward_mean", &v) && v
-                        ? json_object_get_double(v)
-                        : 0.0;
+    double reward =
+        json_object_object_get_ex(line, "reward_mean", &v) && v ? json_object_get_double(v) : 0.0;
     if (hub) { // what observers see in RunStatus (the hub adds its own counters)
         Rlx__RunStatus rs = RLX__RUN_STATUS__INIT;
         rs.step = (uint64_t)cnt->step;
         rs.samples = (uint64_t)cnt->trained;
         rs.reward_mean = (float)reward;
-        static float last_eval = 0.0f; // the latest evaluation (one learner per process)
-        static int has_eval = 0;
         if (json_object_object_get_ex(line, "eval_accuracy", &v) && v) {
-            last_eval = (float)json_object_get_double(v);
-            has_eval = 1;
+            guard->last_eval = (float)json_object_get_double(v);
+            guard->has_eval = 1;
         }
-        rs.eval_accuracy = last_eval;
-        rs.has_eval = has_eval;
+        rs.eval_accuracy = guard->last_eval;
+        rs.has_eval = guard->has_eval;
         rs.lag_mean = (float)(n ? adm->lag_sum / n : 0.0);
         rs.lag_max = (uint32_t)adm->lag_max;
         rs.dropped_stale = (uint64_t)cnt->dropped_stale;

@@ -8,7 +8,7 @@
 // checkpoints (every ckpt_every steps and on SIGINT/SIGTERM). What is trained is the
 // objective (objective.h), picked once from `kind` and `objective`: text by reward
 // (objective_rl.c) or by trajectory balance (objective_text_tb.c, text_gfn.h), a HyperGrid
-// GFlowNet (objective_gflow.c) or a diffusion model by reward (objective_diffusion.h).
+// GFlowNet (objective_gfn.c) or a diffusion model by reward (objective_diffusion.h).
 #ifndef RLX_LEARNER_H
 #define RLX_LEARNER_H
 
@@ -42,16 +42,16 @@ typedef struct {
     int threads;              // compute threads per rank
     uint64_t seed;            // evaluation sampling seed
     double take_timeout_s;    // give up waiting for trajectories after this long with none
-    kind_t kind;           // what is trained: KIND_TEXT, KIND_GFLOW (--env hypergrid) or
-                           // KIND_DIFFUSION (--env diffusion)
-    const char *objective; // --objective (NULL: the kind's default): objective_pick
-    // GFlowNet mode (objective_gflow.c): the text options above that concern the model,
+    kind_t kind;              // what is trained: KIND_TEXT, KIND_GFLOW (--env hypergrid) or
+                              // KIND_DIFFUSION (--env diffusion)
+    const char *objective;    // --objective (NULL: the kind's default): objective_pick
+    // GFlowNet mode (objective_gfn.c): the text options above that concern the model,
     // prompts and objective are then unused.
-    int gflow_objective;   // gfn_loss_kind_t: GFN_LOSS_TB, _DB, _SUBTB
-    float gflow_lambda;    // SubTB length discount
-    float logz_lr;         // log Z's AdamW learning rate (the net uses opt.lr); also text TB's
-    int gflow_hidden;      // policy mlp width
-    int gflow_blocks;      // policy mlp residual blocks
+    int gfn_objective; // gfn_loss_kind_t: GFN_LOSS_TB, _DB, _SUBTB
+    float gfn_lambda;  // SubTB length discount
+    float logz_lr;     // log Z's AdamW learning rate (the net uses opt.lr); also text TB's
+    int gfn_hidden;    // policy mlp width
+    int gfn_blocks;    // policy mlp residual blocks
     // Diffusion mode (objective_diffusion.h): --init is a diffusion checkpoint (rlx-ddpm), the
     // hub's diff_* fields say how actors sample (shape, classes and steps are completed from
     // the checkpoint when left 0).
@@ -76,8 +76,7 @@ enum { DIFF_OBJ_DDPO = 0, DIFF_OBJ_DAG = 1, DIFF_OBJ_DAGKL = 2 };
 learner_config_t learner_defaults(void);
 // The defaults of the GFlowNet objectives (HyperGrid, TB on text) where the text RL ones do
 // not fit, for every option not given (learner_main's short codes), with their scorer.
-void learner_gflownet_defaults(learner_config_t *c, const unsigned char *given,
-                               const char *scorer);
+void learner_gflownet_defaults(learner_config_t *c, const unsigned char *given, const char *scorer);
 
 // Runs the learner on this rank (after MPI_Init). Returns the process exit code.
 int learner_run(const learner_config_t *c);

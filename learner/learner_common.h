@@ -93,10 +93,13 @@ typedef void (*learner_add_fn)(void *ctx, const Rlx__Envelope *env);
 void learner_collect(const learner_source_t *src, int want, const int *have, learner_counts_t *cnt,
                      learner_add_fn add, void *ctx);
 
-// Counts of the learner's numeric guards (this run only; not checkpointed).
+// The loop's own state on rank 0 (this run only; not checkpointed): the numeric guards'
+// counts and the latest evaluation.
 typedef struct {
     int64_t skipped_steps; // steps whose loss or gradient norm was not finite: no update
     int64_t unpublished;   // weights not published or checkpointed: a parameter not finite
+    float last_eval;       // the latest evaluation's accuracy, for RunStatus (has_eval: one ran)
+    int has_eval;
 } learner_guard_t;
 
 // Collective: sums ps's gradient over the ranks in place (one MPI_Allreduce).

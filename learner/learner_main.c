@@ -68,8 +68,8 @@ static void usage(FILE *f) {
         d.take_timeout_s, d.batch, d.rl.clip_eps, d.rl.kl_coef, d.max_lag, d.opt.lr,
         d.opt.warmup_steps, d.opt.beta2, d.opt.weight_decay, d.opt.grad_clip, d.eval_scorer,
         d.eval_n, d.eval_every, d.publish_every, d.ckpt_every, d.reward_beta, d.new_gpt.n_layer,
-        d.new_gpt.n_embd, d.new_gpt.n_head, d.logz_lr, d.gflow_lambda, d.gflow_hidden,
-        d.gflow_blocks);
+        d.new_gpt.n_embd, d.new_gpt.n_head, d.logz_lr, d.gfn_lambda, d.gfn_hidden,
+        d.gfn_blocks);
 }
 
 static double num(const char *opt, const char *s, int rank) {
@@ -186,10 +186,10 @@ int main(int argc, char **argv) {
             c.kind = !strcmp(optarg, "diffusion") ? KIND_DIFFUSION : KIND_GFLOW;
             break;
         case 1001:
-            c.hub.gflow_ndim = (int)num(nm, optarg, rank);
+            c.hub.gfn_ndim = (int)num(nm, optarg, rank);
             break;
         case 1002:
-            c.hub.gflow_height = (int)num(nm, optarg, rank);
+            c.hub.gfn_height = (int)num(nm, optarg, rank);
             break;
         case 1003:
             objective = optarg;
@@ -197,7 +197,7 @@ int main(int argc, char **argv) {
                 !strcmp(optarg, "rl"))
                 break;
             if (!strcmp(optarg, "tb") || !strcmp(optarg, "db") || !strcmp(optarg, "subtb")) {
-                c.gflow_objective = !strcmp(optarg, "tb")   ? GFN_LOSS_TB
+                c.gfn_objective = !strcmp(optarg, "tb")   ? GFN_LOSS_TB
                                     : !strcmp(optarg, "db") ? GFN_LOSS_DB
                                                             : GFN_LOSS_SUBTB;
                 break;
@@ -213,16 +213,16 @@ int main(int argc, char **argv) {
             c.logz_lr = (float)num(nm, optarg, rank);
             break;
         case 1005:
-            c.gflow_lambda = (float)num(nm, optarg, rank);
+            c.gfn_lambda = (float)num(nm, optarg, rank);
             break;
         case 1006:
-            c.hub.gflow_epsilon = (float)num(nm, optarg, rank);
+            c.hub.gfn_epsilon = (float)num(nm, optarg, rank);
             break;
         case 1007:
-            c.gflow_hidden = (int)num(nm, optarg, rank);
+            c.gfn_hidden = (int)num(nm, optarg, rank);
             break;
         case 1008:
-            c.gflow_blocks = (int)num(nm, optarg, rank);
+            c.gfn_blocks = (int)num(nm, optarg, rank);
             break;
         case 1010: c.hub.diff_steps = (int)num(nm, optarg, rank); break;
         case 1011: c.hub.diff_eta = (float)num(nm, optarg, rank); break;
@@ -379,11 +379,11 @@ int main(int argc, char **argv) {
     if (c.kind != KIND_DIFFUSION)
         c.hub.diff_steps = 0;
     if (c.kind != KIND_GFLOW)
-        c.hub.gflow_ndim = 0; // --ndim/--height mean nothing without --env
+        c.hub.gfn_ndim = 0; // --ndim/--height mean nothing without --env
     const char *bad = NULL;
     if (!c.out)
         bad = "--out DIR is required";
-    else if (c.kind == KIND_GFLOW && (c.hub.gflow_ndim < 1 || c.hub.gflow_height < 2 || c.replay))
+    else if (c.kind == KIND_GFLOW && (c.hub.gfn_ndim < 1 || c.hub.gfn_height < 2 || c.replay))
         bad = "--env needs --ndim D >= 1 and --height H >= 2 (and no --replay)";
     else if (c.kind == KIND_DIFFUSION && (!c.init || c.replay || !c.hub.scorer))
         bad = "--env diffusion needs --init DDPM.ckpt and --scorer NAME (and no --replay)";

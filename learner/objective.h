@@ -1,7 +1,7 @@
 // objective.h: what the learner loop (learner.c) trains, behind one ops table (redis's
 // ConnectionType): one const objective_ops_t per objective, each in a file of its own
 // (objective_rl.c: text REINFORCE/PPO; objective_text_tb.c: trajectory balance on text;
-// objective_gflow.c: HyperGrid TB/DB/SubTB; objective_diffusion.c: DDPO/DAG/DAG-KL). The loop
+// objective_gfn.c: HyperGrid TB/DB/SubTB; objective_diffusion.c: DDPO/DAG/DAG-KL). The loop
 // picks the table once (objective_pick, from the config's kind_t and objective name) and then
 // calls only these entries, unaware of which objective it drives:
 //
@@ -78,9 +78,9 @@ typedef struct {
     void (*destroy)(void **self_p);
 } objective_ops_t;
 
-extern const objective_ops_t objective_rl;      // text: REINFORCE / PPO (rl.h)
-extern const objective_ops_t objective_text_tb; // text: trajectory balance (text_gfn.h)
-extern const objective_ops_t objective_gflow;   // HyperGrid: TB / DB / SubTB (gflownet.h)
+extern const objective_ops_t objective_rl;        // text: REINFORCE / PPO (rl.h)
+extern const objective_ops_t objective_text_tb;   // text: trajectory balance (text_gfn.h)
+extern const objective_ops_t objective_gfn;       // HyperGrid: TB / DB / SubTB (gflownet.h)
 extern const objective_ops_t objective_diffusion; // DDPO / DAG / DAG-KL (diffusion_rl.h)
 
 // The table for kind and objective name (NULL: the kind's default), or NULL if the kind has

@@ -27,8 +27,7 @@ static void batch_reserve(text_batch_t *b, int n, int ntok, int nlp) {
         b->adv = realloc(b->adv, (size_t)cap * sizeof(float));
         b->group = realloc(b->group, (size_t)cap * sizeof(uint64_t));
         b->version = realloc(b->version, (size_t)cap * sizeof(int64_t));
-        if (!b->plen || !b->rlen || !b->prompt || !b->reward || !b->adv || !b->group ||
-            !b->version)
+        if (!b->plen || !b->rlen || !b->prompt || !b->reward || !b->adv || !b->group || !b->version)
             RLX_DIE("out of memory for a batch of %d samples", cap);
         b->cap_n = cap;
     }
@@ -89,8 +88,8 @@ void text_add(void *self, const Rlx__Envelope *env) {
         int room = x && x->n_prompt_tokens <= (size_t)ctx ? ctx + 1 - (int)x->n_prompt_tokens : 0;
         text_traj_spec_t spec = {.max_new_tokens = room, .vocab = GPT_VOCAB};
         if (!x || room < 1 || text_traj_check(&spec, x) || !isfinite(tr->reward) ||
-            (t->task && tgfn_check(t->task, tr->prompt_id, x->prompt_tokens, x->n_prompt_tokens,
-                                   x->response_tokens, x->n_response_tokens))) {
+            (t->task && text_gfn_check(t->task, tr->prompt_id, x->prompt_tokens, x->n_prompt_tokens,
+                                       x->response_tokens, x->n_response_tokens))) {
             cnt->dropped_invalid++;
             continue;
         }
@@ -165,8 +164,8 @@ void *text_weights(void *self, size_t *len, char *err, size_t errlen) {
     const gpt_t *m = ((text_t *)self)->m;
     paramset_t ps = m->ps;
     ps.m = ps.v = NULL; // no optimizer state on the wire
-    int32_t cfg[CKPT_CONFIG_LEN] = {m->cfg.n_layer, m->cfg.n_embd, m->cfg.n_head,
-                                    m->cfg.ctx_len, m->cfg.vocab};
+    int32_t cfg[CKPT_CONFIG_LEN] = {m->cfg.n_layer, m->cfg.n_embd, m->cfg.n_head, m->cfg.ctx_len,
+                                    m->cfg.vocab};
     ckpt_capture_begin(); // the file's bytes, in memory
     if (paramset_save(&ps, "gpt weights", CKPT_KIND_GPT, cfg, NULL, 0, err, errlen) != 0) {
         free(ckpt_capture_end(len, NULL, 0));
@@ -236,8 +235,9 @@ static int load_model(text_t *t, learner_counts_t *cnt, int fresh_ctx, void **ex
             *extra = rlx_xcalloc(1, *extra_len + 1, "checkpoint extra");
             memcpy(*extra, (const char *)st + sizeof *st, *extra_len);
         } else
-            fprintf(stderr, "rlx-learner: %s has no learner state (counters start at 0; "
-                            "the model and optimizer are resumed)\n",
+            fprintf(stderr,
+                    "rlx-learner: %s has no learner state (counters start at 0; "
+                    "the model and optimizer are resumed)\n",
                     t->path);
         printf("rlx-learner: resumed from %s at step %lld\n", t->path, (long long)cnt->step);
     } else {
@@ -260,7 +260,7 @@ int text_init(text_t *t, const learner_config_t *c, learner_counts_t *cnt, int f
         t->allowed[i] = (int)c->hub.allowed_tokens[i];
     t->n_allowed = c->hub.n_allowed_tokens;
     int max_group = c->hub.samples_per_prompt > 0 ? c->hub.samples_per_prompt : 1;
-    int most = c->batch + max_group; // rank 0 may take a group more than the batch
+    int most = c->batch + max_group;                 // rank 0 may take a group more than the batch
     t->cap = (most + t->nranks - 1) / t->nranks + 1; // most samples on one rank
     *extra = NULL;
     *extra_len = 0;

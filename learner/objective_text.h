@@ -35,18 +35,18 @@ typedef struct {
 
 // The state both text objectives hold.
 typedef struct {
-    const learner_config_t *c; // the run's config
-    int rank, nranks;          // this rank, ranks
-    gpt_t *m;                  // the policy (every rank)
-    gpt_config_t cfg;          // its config
-    int cap;                   // most samples on one rank (the model's batch)
+    const learner_config_t *c;    // the run's config
+    int rank, nranks;             // this rank, ranks
+    gpt_t *m;                     // the policy (every rank)
+    gpt_config_t cfg;             // its config
+    int cap;                      // most samples on one rank (the model's batch)
     int allowed[HUB_MAX_ALLOWED]; // the alphabet as ints (the sampler's and model's form)
-    int n_allowed;             // its size (0: the whole vocabulary)
-    text_batch_t b;            // the batch
-    int *tok, *tgt;            // (cap, ctx) scratch of the loss
-    const tgfn_task_t *task;   // TB's task (prompts checked against it), or NULL
-    learner_admit_t *adm;      // rank 0's admission of the current batch (batch_begin)
-    char path[4096];           // OUT/learner.ckpt
+    int n_allowed;                // its size (0: the whole vocabulary)
+    text_batch_t b;               // the batch
+    int *tok, *tgt;               // (cap, ctx) scratch of the loss
+    const text_gfn_task_t *task;  // TB's task (prompts checked against it), or NULL
+    learner_admit_t *adm;         // rank 0's admission of the current batch (batch_begin)
+    char path[4096];              // OUT/learner.ckpt
 } text_t;
 
 // Collective: fills t's model. Rank 0 reads --init or, with --resume and OUT/learner.ckpt

@@ -18,14 +18,14 @@
 #include "util.h"
 
 typedef struct {
-    text_t t;               // model, batch (first member: the shared text entries take it)
-    tgfn_task_t task;       // prompts, alphabet and length (every rank)
-    tgfn_logz_t logz;       // the log Z table (every rank)
-    tgfn_eval_t *tev;       // the exact evaluator (rank 0), or NULL (not a built-in scorer)
-    tgfn_sample_t *samples; // (t.b.cap_n) views of the batch's samples
-    adamw_config_t oz;      // log Z's optimizer
-    double glob[7];         // the step's global loss, -, -, ratio, tokens, stale, |residual|
-    float lr;               // the step's learning rate
+    text_t t;                   // model, batch (first member: the shared text entries take it)
+    text_gfn_task_t task;       // prompts, alphabet and length (every rank)
+    text_gfn_logz_t logz;       // the log Z table (every rank)
+    text_gfn_eval_t *tev;       // the exact evaluator (rank 0), or NULL (not a built-in scorer)
+    text_gfn_sample_t *samples; // (t.b.cap_n) views of the batch's samples
+    adamw_config_t oz;          // log Z's optimizer
+    double glob[7];             // the step's global loss, -, -, ratio, tokens, stale, |residual|
+    float lr;                   // the step's learning rate
 } tb_obj_t;
 
 // TB on text: the GFlowNet defaults, with its own scorer.
@@ -40,9 +40,9 @@ static void tb_destroy(void **self_p) {
     if (!o)
         return;
     text_free(&o->t);
-    tgfn_eval_destroy(&o->tev);
-    tgfn_task_free(&o->task);
-    tgfn_logz_free(&o->logz);
+    text_gfn_eval_destroy(&o->tev);
+    text_gfn_task_free(&o->task);
+    text_gfn_logz_free(&o->logz);
     free(o->samples);
     free(o);
     *self_p = NULL;
@@ -59,20 +59,20 @@ static int make_evaluator(tb_obj_t *o) {
                c->hub.scorer, scorer_list());
         return 0;
     }
-    o->tev = tgfn_eval_from_scorer(&o->task, sid, c->reward_beta, err, sizeof err);
+    o->tev = text_gfn_eval_from_scorer(&o->task, sid, c->reward_beta, err, sizeof err);
     if (!o->tev) {
         fprintf(stderr, "rlx-learner: %s\n", err);
         return -1;
     }
     int64_t modes[8];
-    int nm = tgfn_eval_modes(o->tev, 0, modes, 8), x[256];
+    int nm = text_gfn_eval_modes(o->tev, 0, modes, 8), x[256];
     char text[257];
     printf("rlx-learner: TB on text: %d prompt(s), alphabet of %d, length %d, %lld sequences "
            "per prompt; prompt 0: true log Z %.4f, %d modes",
            o->task.n_prompts, o->task.n_alpha, o->task.length, (long long)o->task.n_seqs,
-           tgfn_eval_logz(o->tev, 0), nm);
+           text_gfn_eval_logz(o->tev, 0), nm);
     for (int i = 0; i < nm && i < 8 && o->task.length <= 256; i++) {
-        tgfn_seq_tokens(&o->task, modes[i], x);
+        text_gfn_seq_tokens(&o->task, modes[i], x);
         bytetok_decode_response(x, o->task.length, GPT_VOCAB, text, sizeof text);
         printf("%s%s", i ? " " : ": ", text);
     }
@@ -94,9 +94,9 @@ static void *tb_create(learner_config_t *c, learner_counts_t *cnt, int *rc) {
     o->oz.grad_clip = 0;
     for (int i = 0; i < c->hub.n_allowed_tokens; i++)
         allowed[i] = (int)c->hub.allowed_tokens[i];
-    if (rank == 0 && tgfn_task_load(&o->task, c->hub.train_prompts, allowed,
-                                    c->hub.n_allowed_tokens, c->hub.max_new_tokens, err,
-                                    sizeof err) != 0) {
+    if (rank == 0 &&
+        text_gfn_task_load(&o->task, c->hub.train_prompts, allowed, c->hub.n_allowed_tokens,
+                           c->hub.max_new_tokens, err, sizeof err) != 0) {
         fprintf(stderr, "rlx-learner: %s\n", err);
         ok = 0;
     }
@@ -116,8 +116,8 @@ static void *tb_create(learner_config_t *c, learner_counts_t *cnt, int *rc) {
                     t->cfg.ctx_len, o->task.max_prompt, o->task.length);
             ok = 0;
         } else if (extra) { // resumed: the log Z table follows the learner state
-            tgfn_logz_init(&o->logz, o->task.n_prompts, 0.0f);
-            if (tgfn_logz_unpack(&o->logz, extra, extra_len, err, sizeof err) != 0) {
+            text_gfn_logz_init(&o->logz, o->task.n_prompts, 0.0f);
+            if (text_gfn_logz_unpack(&o->logz, extra, extra_len, err, sizeof err) != 0) {
                 fprintf(stderr, "rlx-learner: cannot resume %s: %s\n", t->path, err);
                 ok = 0;
             }
@@ -133,21 +133,20 @@ static void *tb_create(learner_config_t *c, learner_counts_t *cnt, int *rc) {
     int np = o->task.n_prompts;
     MPI_Bcast(&np, 1, MPI_INT, 0, MPI_COMM_WORLD);
     if (!o->logz.buf)
-        tgfn_logz_init(&o->logz, np, 0.0f);
+        text_gfn_logz_init(&o->logz, np, 0.0f);
     MPI_Bcast(o->logz.buf, 4 * np, MPI_FLOAT, 0, MPI_COMM_WORLD);
     MPI_Bcast(&o->logz.ps.step, 1, MPI_INT64_T, 0, MPI_COMM_WORLD);
     o->samples = rlx_xcalloc((size_t)t->b.cap_n, sizeof *o->samples, "batch samples");
     if (rank == 0) {
         printf("rlx-learner: %d rank(s), model L=%d C=%d NH=%d T=%d (%zu parameters), batch "
                "%d, %s\n",
-               t->nranks, t->cfg.n_layer, t->cfg.n_embd, t->cfg.n_head, t->cfg.ctx_len,
-               t->m->ps.n, c->batch,
-               c->replay ? "replaying a trajectory log" : "live actors via the hub");
+               t->nranks, t->cfg.n_layer, t->cfg.n_embd, t->cfg.n_head, t->cfg.ctx_len, t->m->ps.n,
+               c->batch, c->replay ? "replaying a trajectory log" : "live actors via the hub");
         fflush(stdout);
     }
     *rc = 0;
     return o;
-fail: {
+fail : {
     void *v = o;
     tb_destroy(&v);
     return NULL;
@@ -172,21 +171,21 @@ static int tb_step(void *self, int64_t step, objective_step_t *out) {
         hi = (int)((int64_t)n * (t->rank + 1) / t->nranks);
     // TB views of the batch's samples: log R = beta * reward.
     for (int i = 0, to = 0, lp = 0; i < n; i++) {
-        o->samples[i] = (tgfn_sample_t){.prompt_len = b->plen[i],
-                                        .resp_len = b->rlen[i],
-                                        .tokens = b->tokens + to,
-                                        .blogp = b->blogp + lp,
-                                        .logr = t->c->reward_beta * b->reward[i],
-                                        .prompt = b->prompt[i]};
+        o->samples[i] = (text_gfn_sample_t){.prompt_len = b->plen[i],
+                                            .resp_len = b->rlen[i],
+                                            .tokens = b->tokens + to,
+                                            .blogp = b->blogp + lp,
+                                            .logr = t->c->reward_beta * b->reward[i],
+                                            .prompt = b->prompt[i]};
         to += b->plen[i] + b->rlen[i];
         lp += b->rlen[i];
     }
     paramset_zero_grad(&m->ps);
     paramset_zero_grad(&o->logz.ps);
-    tgfn_stats_t st = {0};
+    text_gfn_stats_t st = {0};
     if (hi > lo) {
-        tgfn_loss(m, o->samples + lo, hi - lo, o->logz.ps.w, o->logz.ps.g, (double)n, t->tok,
-                  t->tgt, &st);
+        text_gfn_loss(m, o->samples + lo, hi - lo, o->logz.ps.w, o->logz.ps.g, (double)n, t->tok,
+                      t->tgt, &st);
         gpt_backward(m);
     }
     learner_poison_grad(&m->ps, st.loss);
@@ -218,10 +217,10 @@ static void tb_metrics(void *self, const learner_counts_t *cnt, const objective_
     const text_batch_t *b = &o->t.b;
     double tok_n = o->glob[4] > 0 ? o->glob[4] : 1;
     for (int i = 0, to = 0; o->tev && i < b->n; to += b->plen[i] + b->rlen[i], i++)
-        tgfn_eval_observe(o->tev, b->prompt[i], b->tokens + to + b->plen[i], b->rlen[i]);
+        text_gfn_eval_observe(o->tev, b->prompt[i], b->tokens + to + b->plen[i], b->rlen[i]);
     text_metrics_head(&o->t, line);
     if (o->tev)
-        learner_json_int(line, "modes_found", tgfn_eval_modes_found(o->tev));
+        learner_json_int(line, "modes_found", text_gfn_eval_modes_found(o->tev));
     learner_json_num(line, "logz", o->logz.ps.w[0], "%.5f");
     learner_json_num(line, "logr_mean", o->t.c->reward_beta * text_reward_mean(&o->t), "%.5f");
     learner_json_num(line, "resid_abs_mean", b->n ? o->glob[6] / b->n : 0.0, "%.5f");
@@ -242,8 +241,8 @@ static int tb_evaluate(void *self, const learner_counts_t *cnt, objective_eval_t
         return 0;
     if (phase == OBJ_EVAL_STEP && !(c->eval_every > 0 && cnt->step % c->eval_every == 0))
         return 0;
-    tgfn_result_t r;
-    tgfn_evaluate(o->tev, o->t.m, o->logz.ps.w, o->t.tok, o->t.tgt, &r);
+    text_gfn_result_t r;
+    text_gfn_evaluate(o->tev, o->t.m, o->logz.ps.w, o->t.tok, o->t.tgt, &r);
     if (phase != OBJ_EVAL_STEP) {
         learner_json_int(line, "samples", cnt->consumed);
         learner_json_int(line, "trajectories", cnt->consumed);
@@ -256,7 +255,7 @@ static int tb_evaluate(void *self, const learner_counts_t *cnt, objective_eval_t
     learner_json_num(line, "mass", r.mass, "%.6f");
     learner_json_int(line, "n_modes", r.n_modes);
     if (phase != OBJ_EVAL_STEP) {
-        learner_json_int(line, "modes_found", tgfn_eval_modes_found(o->tev));
+        learner_json_int(line, "modes_found", text_gfn_eval_modes_found(o->tev));
         learner_json_num(line, "logz", o->logz.ps.w[0], "%.5f");
     }
     printf("eval step %lld trajectories %lld L1 %.5f modes found %d/%d log Z %.4f (true %.4f)\n",
@@ -268,9 +267,9 @@ static int tb_evaluate(void *self, const learner_counts_t *cnt, objective_eval_t
 
 static int tb_save(void *self, const learner_counts_t *cnt) {
     tb_obj_t *o = self;
-    size_t zn = tgfn_logz_bytes(&o->logz);
+    size_t zn = text_gfn_logz_bytes(&o->logz);
     char *z = rlx_xcalloc(1, zn, "log Z table");
-    tgfn_logz_pack(&o->logz, z);
+    text_gfn_logz_pack(&o->logz, z);
     int rc = text_save(&o->t, cnt, z, zn);
     free(z);
     return rc;

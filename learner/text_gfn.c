@@ -14,21 +14,21 @@
 #include "scorers.h"
 #include "util.h"
 
-struct tgfn_eval {
-    const tgfn_task_t *t;   // the task (not owned)
-    double *logr;           // (n_prompts, n_seqs) log R(y)
-    double *logz;           // (n_prompts) true log Z
-    unsigned char *is_mode; // (n_prompts, n_seqs) 1 for a mode
-    unsigned char *seen;    // (n_prompts, n_seqs) 1 once sampled (modes only are counted)
-    int n_modes;            // modes, all prompts
-    int modes_found;        // modes sampled, all prompts
-    double *logp;           // (n_seqs) scratch: log p(y) of one prompt
-    int *row;               // (max_prompt + L) scratch: one prompt + response
+struct text_gfn_eval {
+    const text_gfn_task_t *t; // the task (not owned)
+    double *logr;             // (n_prompts, n_seqs) log R(y)
+    double *logz;             // (n_prompts) true log Z
+    unsigned char *is_mode;   // (n_prompts, n_seqs) 1 for a mode
+    unsigned char *seen;      // (n_prompts, n_seqs) 1 once sampled (modes only are counted)
+    int n_modes;              // modes, all prompts
+    int modes_found;          // modes sampled, all prompts
+    double *logp;             // (n_seqs) scratch: log p(y) of one prompt
+    int *row;                 // (max_prompt + L) scratch: one prompt + response
 };
 
 // ---- task -------------------------------------------------------------------------------
 
-void tgfn_task_free(tgfn_task_t *t) {
+void text_gfn_task_free(text_gfn_task_t *t) {
     for (int i = 0; i < t->n_prompts; i++) {
         free(t->text[i]);
         free(t->target[i]);
@@ -42,7 +42,7 @@ void tgfn_task_free(tgfn_task_t *t) {
 }
 
 // Appends one prompt line (modified in place: the tab is cut). 0 or -1 (out of memory).
-static int task_add(tgfn_task_t *t, char *line, int *cap) {
+static int task_add(text_gfn_task_t *t, char *line, int *cap) {
     if (t->n_prompts == *cap) {
         int nc = *cap ? 2 * *cap : 16;
         char **a = realloc(t->text, nc * sizeof *a);
@@ -79,8 +79,8 @@ static int task_add(tgfn_task_t *t, char *line, int *cap) {
     return 0;
 }
 
-int tgfn_task_load(tgfn_task_t *t, const char *path, const int *alphabet, int n_alpha, int length,
-                   char *err, size_t errlen) {
+int text_gfn_task_load(text_gfn_task_t *t, const char *path, const int *alphabet, int n_alpha,
+                       int length, char *err, size_t errlen) {
     memset(t, 0, sizeof *t);
     if (n_alpha < 2 || n_alpha > 127 || length < 1) {
         snprintf(err, errlen,
@@ -106,11 +106,11 @@ int tgfn_task_load(tgfn_task_t *t, const char *path, const int *alphabet, int n_
     t->n_alpha = n_alpha;
     t->length = length;
     double n = pow((double)n_alpha, (double)length);
-    if (n > TGFN_MAX_SEQS) {
+    if (n > TEXT_GFN_MAX_SEQS) {
         snprintf(err, errlen,
                  "|A|^L = %d^%d = %.0f sequences: more than %d to enumerate; use "
                  "a smaller alphabet or length",
-                 n_alpha, length, n, TGFN_MAX_SEQS);
+                 n_alpha, length, n, TEXT_GFN_MAX_SEQS);
         return -1;
     }
     t->n_seqs = (int64_t)n;
@@ -137,18 +137,18 @@ int tgfn_task_load(tgfn_task_t *t, const char *path, const int *alphabet, int n_
     } else if (t->n_prompts == 0) {
         snprintf(err, errlen, "the train prompt file %s has no prompts", path);
         rc = -1;
-    } else if ((double)t->n_prompts * (double)t->n_seqs > TGFN_MAX_CELLS) {
+    } else if ((double)t->n_prompts * (double)t->n_seqs > TEXT_GFN_MAX_CELLS) {
         snprintf(err, errlen, "%d prompts x %lld sequences: more than %d to evaluate", t->n_prompts,
-                 (long long)t->n_seqs, TGFN_MAX_CELLS);
+                 (long long)t->n_seqs, TEXT_GFN_MAX_CELLS);
         rc = -1;
     }
     if (rc != 0)
-        tgfn_task_free(t);
+        text_gfn_task_free(t);
     return rc;
 }
 
-const char *tgfn_check(const tgfn_task_t *t, uint64_t prompt_id, const uint32_t *prompt,
-                       size_t n_prompt, const uint32_t *response, size_t n_response) {
+const char *text_gfn_check(const text_gfn_task_t *t, uint64_t prompt_id, const uint32_t *prompt,
+                           size_t n_prompt, const uint32_t *response, size_t n_response) {
     if (prompt_id >= (uint64_t)t->n_prompts)
         return "prompt_id is not a line of the train prompt file";
     const int *p = t->tokens[prompt_id];
@@ -165,7 +165,7 @@ const char *tgfn_check(const tgfn_task_t *t, uint64_t prompt_id, const uint32_t 
     return NULL;
 }
 
-int64_t tgfn_seq_index(const tgfn_task_t *t, const int *x, int len) {
+int64_t text_gfn_seq_index(const text_gfn_task_t *t, const int *x, int len) {
     if (len != t->length)
         return -1;
     int64_t i = 0;
@@ -178,7 +178,7 @@ int64_t tgfn_seq_index(const tgfn_task_t *t, const int *x, int len) {
     return i;
 }
 
-void tgfn_seq_tokens(const tgfn_task_t *t, int64_t i, int *x) {
+void text_gfn_seq_tokens(const text_gfn_task_t *t, int64_t i, int *x) {
     assert(i >= 0 && i < t->n_seqs);
     for (int j = t->length - 1; j >= 0; j--) {
         x[j] = t->alphabet[i % t->n_alpha];
@@ -189,7 +189,7 @@ void tgfn_seq_tokens(const tgfn_task_t *t, int64_t i, int *x) {
 // ---- loss -------------------------------------------------------------------------------
 
 // The (n, T) input/target batch of prompt + response: targets only at response positions.
-static int build_batch(const gpt_t *m, const tgfn_sample_t *s, int n, int *tok, int *tgt) {
+static int build_batch(const gpt_t *m, const text_gfn_sample_t *s, int n, int *tok, int *tgt) {
     int T = 1;
     for (int i = 0; i < n; i++) {
         int len = s[i].prompt_len + s[i].resp_len - 1;
@@ -201,8 +201,8 @@ static int build_batch(const gpt_t *m, const tgfn_sample_t *s, int n, int *tok, 
     return T;
 }
 
-void tgfn_loss(gpt_t *m, const tgfn_sample_t *s, int n, const float *logz, float *dlogz,
-               double denom, int *tok, int *tgt, tgfn_stats_t *st) {
+void text_gfn_loss(gpt_t *m, const text_gfn_sample_t *s, int n, const float *logz, float *dlogz,
+                   double denom, int *tok, int *tgt, text_gfn_stats_t *st) {
     memset(st, 0, sizeof *st);
     assert(n >= 1 && n <= m->max_batch && denom > 0);
     int T = build_batch(m, s, n, tok, tgt);
@@ -231,7 +231,7 @@ void tgfn_loss(gpt_t *m, const tgfn_sample_t *s, int n, const float *logz, float
 
 // ---- log Z table ------------------------------------------------------------------------
 
-void tgfn_logz_init(tgfn_logz_t *z, int n, float init) {
+void text_gfn_logz_init(text_gfn_logz_t *z, int n, float init) {
     assert(n >= 1);
     z->buf = rlx_xcalloc((size_t)4 * n, sizeof(float), "log Z table");
     z->ps = (paramset_t){.n = (size_t)n,
@@ -244,18 +244,18 @@ void tgfn_logz_init(tgfn_logz_t *z, int n, float init) {
         z->ps.w[i] = init;
 }
 
-void tgfn_logz_free(tgfn_logz_t *z) {
+void text_gfn_logz_free(text_gfn_logz_t *z) {
     free(z->buf);
     memset(z, 0, sizeof *z);
 }
 
 #define LOGZ_MAGIC "RLXTGFN1"
 
-size_t tgfn_logz_bytes(const tgfn_logz_t *z) {
+size_t text_gfn_logz_bytes(const text_gfn_logz_t *z) {
     return 8 + 2 * sizeof(int64_t) + 3 * z->ps.n * sizeof(float);
 }
 
-void tgfn_logz_pack(const tgfn_logz_t *z, void *out) {
+void text_gfn_logz_pack(const text_gfn_logz_t *z, void *out) {
     char *p = out;
     int64_t hdr[2] = {(int64_t)z->ps.n, z->ps.step};
     memcpy(p, LOGZ_MAGIC, 8);
@@ -267,7 +267,7 @@ void tgfn_logz_pack(const tgfn_logz_t *z, void *out) {
     memcpy(p + 2 * n, z->ps.v, n);
 }
 
-int tgfn_logz_unpack(tgfn_logz_t *z, const void *in, size_t len, char *err, size_t errlen) {
+int text_gfn_logz_unpack(text_gfn_logz_t *z, const void *in, size_t len, char *err, size_t errlen) {
     const char *p = in;
     int64_t hdr[2];
     if (len < 8 + sizeof hdr || memcmp(p, LOGZ_MAGIC, 8) != 0) {
@@ -276,7 +276,7 @@ int tgfn_logz_unpack(tgfn_logz_t *z, const void *in, size_t len, char *err, size
         return -1;
     }
     memcpy(hdr, p + 8, sizeof hdr);
-    if (hdr[0] != (int64_t)z->ps.n || len != tgfn_logz_bytes(z)) {
+    if (hdr[0] != (int64_t)z->ps.n || len != text_gfn_logz_bytes(z)) {
         snprintf(err, errlen,
                  "the checkpoint's log Z table has %lld entries, the prompt file "
                  "%zu prompts",
@@ -304,7 +304,7 @@ static double logsumexp(const double *x, int64_t n) {
 }
 
 // Sequence i of n_seqs is a mode of logr when above each of its L (|A|-1) Hamming neighbours.
-static int is_strict_max(const tgfn_task_t *t, const double *logr, int64_t i) {
+static int is_strict_max(const text_gfn_task_t *t, const double *logr, int64_t i) {
     int64_t place = 1;
     for (int j = t->length - 1; j >= 0; j--, place *= t->n_alpha) {
         int64_t digit = (i / place) % t->n_alpha, base = i - digit * place;
@@ -315,16 +315,17 @@ static int is_strict_max(const tgfn_task_t *t, const double *logr, int64_t i) {
     return 1;
 }
 
-tgfn_eval_t *tgfn_eval_new(const tgfn_task_t *t, const double *logr, char *err, size_t errlen) {
+text_gfn_eval_t *text_gfn_eval_new(const text_gfn_task_t *t, const double *logr, char *err,
+                                   size_t errlen) {
     size_t cells = (size_t)t->n_prompts * (size_t)t->n_seqs;
-    tgfn_eval_t *e = calloc(1, sizeof *e);
+    text_gfn_eval_t *e = calloc(1, sizeof *e);
     if (!e || !(e->logr = malloc(cells * sizeof(double))) ||
         !(e->logz = malloc((size_t)t->n_prompts * sizeof(double))) ||
         !(e->is_mode = calloc(cells, 1)) || !(e->seen = calloc(cells, 1)) ||
         !(e->logp = malloc((size_t)t->n_seqs * sizeof(double))) ||
         !(e->row = malloc((size_t)(t->max_prompt + t->length) * sizeof(int)))) {
         snprintf(err, errlen, "out of memory for the evaluation of %zu sequences", cells);
-        tgfn_eval_destroy(&e);
+        text_gfn_eval_destroy(&e);
         return NULL;
     }
     e->t = t;
@@ -334,7 +335,7 @@ tgfn_eval_t *tgfn_eval_new(const tgfn_task_t *t, const double *logr, char *err, 
                      "log R of prompt %zu sequence %zu is %g: R must be positive "
                      "and finite",
                      i / (size_t)t->n_seqs, i % (size_t)t->n_seqs, logr[i]);
-            tgfn_eval_destroy(&e);
+            text_gfn_eval_destroy(&e);
             return NULL;
         }
         e->logr[i] = logr[i];
@@ -351,8 +352,8 @@ tgfn_eval_t *tgfn_eval_new(const tgfn_task_t *t, const double *logr, char *err, 
     return e;
 }
 
-tgfn_eval_t *tgfn_eval_from_scorer(const tgfn_task_t *t, int scorer, float beta, char *err,
-                                   size_t errlen) {
+text_gfn_eval_t *text_gfn_eval_from_scorer(const text_gfn_task_t *t, int scorer, float beta,
+                                           char *err, size_t errlen) {
     if (scorer < 0 || scorer_is_payload(scorer)) {
         snprintf(err, errlen, "the exact evaluation needs a built-in text scorer (%s)",
                  scorer_list());
@@ -370,23 +371,23 @@ tgfn_eval_t *tgfn_eval_from_scorer(const tgfn_task_t *t, int scorer, float beta,
         return NULL;
     }
     for (int64_t i = 0; i < t->n_seqs; i++) {
-        tgfn_seq_tokens(t, i, x);
+        text_gfn_seq_tokens(t, i, x);
         bytetok_decode_response(x, t->length, GPT_VOCAB, text, (size_t)t->length + 1);
         for (int p = 0; p < t->n_prompts; p++)
             logr[(size_t)p * t->n_seqs + i] =
                 (double)beta * scorer_score(scorer, t->text[p], text, t->target[p]);
     }
-    tgfn_eval_t *e = tgfn_eval_new(t, logr, err, errlen);
+    text_gfn_eval_t *e = text_gfn_eval_new(t, logr, err, errlen);
     free(logr);
     free(x);
     free(text);
     return e;
 }
 
-void tgfn_eval_destroy(tgfn_eval_t **self_p) {
+void text_gfn_eval_destroy(text_gfn_eval_t **self_p) {
     if (!self_p || !*self_p)
         return;
-    tgfn_eval_t *e = *self_p;
+    text_gfn_eval_t *e = *self_p;
     free(e->logr);
     free(e->logz);
     free(e->is_mode);
@@ -397,12 +398,12 @@ void tgfn_eval_destroy(tgfn_eval_t **self_p) {
     *self_p = NULL;
 }
 
-double tgfn_eval_logz(const tgfn_eval_t *e, int p) {
+double text_gfn_eval_logz(const text_gfn_eval_t *e, int p) {
     assert(p >= 0 && p < e->t->n_prompts);
     return e->logz[p];
 }
 
-int tgfn_eval_modes(const tgfn_eval_t *e, int p, int64_t *idx, int cap) {
+int text_gfn_eval_modes(const text_gfn_eval_t *e, int p, int64_t *idx, int cap) {
     assert(p >= 0 && p < e->t->n_prompts);
     int n = 0;
     const unsigned char *m = e->is_mode + (size_t)p * e->t->n_seqs;
@@ -415,12 +416,12 @@ int tgfn_eval_modes(const tgfn_eval_t *e, int p, int64_t *idx, int cap) {
     return n;
 }
 
-int tgfn_eval_modes_found(const tgfn_eval_t *e) {
+int text_gfn_eval_modes_found(const text_gfn_eval_t *e) {
     return e->modes_found;
 }
 
-void tgfn_eval_observe(tgfn_eval_t *e, int p, const int *response, int len) {
-    int64_t i = tgfn_seq_index(e->t, response, len);
+void text_gfn_eval_observe(text_gfn_eval_t *e, int p, const int *response, int len) {
+    int64_t i = text_gfn_seq_index(e->t, response, len);
     if (p < 0 || p >= e->t->n_prompts || i < 0)
         return;
     size_t at = (size_t)p * e->t->n_seqs + (size_t)i;
@@ -429,15 +430,15 @@ void tgfn_eval_observe(tgfn_eval_t *e, int p, const int *response, int len) {
     e->seen[at] = 1;
 }
 
-void tgfn_seq_logp(tgfn_eval_t *e, gpt_t *m, int p, int *tok, int *tgt, double *out) {
-    const tgfn_task_t *t = e->t;
+void text_gfn_seq_logp(text_gfn_eval_t *e, gpt_t *m, int p, int *tok, int *tgt, double *out) {
+    const text_gfn_task_t *t = e->t;
     int pl = t->n_tokens[p], L = t->length, T = pl + L - 1, B = m->max_batch, *row = e->row;
     assert(T <= m->cfg.ctx_len);
     memcpy(row, t->tokens[p], (size_t)pl * sizeof(int));
     for (int64_t i0 = 0; i0 < t->n_seqs; i0 += B) {
         int b = t->n_seqs - i0 < B ? (int)(t->n_seqs - i0) : B;
         for (int r = 0; r < b; r++) {
-            tgfn_seq_tokens(t, i0 + r, row + pl);
+            text_gfn_seq_tokens(t, i0 + r, row + pl);
             for (int j = 0; j < T; j++) {
                 tok[r * T + j] = row[j];
                 tgt[r * T + j] = j >= pl - 1 ? row[j + 1] : -1;
@@ -453,12 +454,12 @@ void tgfn_seq_logp(tgfn_eval_t *e, gpt_t *m, int p, int *tok, int *tgt, double *
     }
 }
 
-void tgfn_evaluate(tgfn_eval_t *e, gpt_t *m, const float *logz, int *tok, int *tgt,
-                   tgfn_result_t *out) {
-    const tgfn_task_t *t = e->t;
+void text_gfn_evaluate(text_gfn_eval_t *e, gpt_t *m, const float *logz, int *tok, int *tgt,
+                       text_gfn_result_t *out) {
+    const text_gfn_task_t *t = e->t;
     memset(out, 0, sizeof *out);
     for (int p = 0; p < t->n_prompts; p++) {
-        tgfn_seq_logp(e, m, p, tok, tgt, e->logp);
+        text_gfn_seq_logp(e, m, p, tok, tgt, e->logp);
         const double *lr = e->logr + (size_t)p * t->n_seqs;
         const unsigned char *mode = e->is_mode + (size_t)p * t->n_seqs;
         double l1 = 0, mass = 0, mode_mass = 0;

@@ -1,7 +1,7 @@
 // test_gfn_traj.c: the GFlowNet pieces of the distributed system without processes:
 // sampled trajectories survive the wire form (gfn_traj.h) and pass the hub's checks
-// (hub_gflow.h), malformed ones are refused, the "hypergrid" scorer gives R(x) of the
-// payload, the actor's sampler (gflow_actor.h) answers a WorkItem, and the policy blob
+// (hub_gfn.h), malformed ones are refused, the "hypergrid" scorer gives R(x) of the
+// payload, the actor's sampler (gfn_actor.h) answers a WorkItem, and the policy blob
 // (gfn_ckpt.h) round-trips.
 #include <math.h>
 #include <stdio.h>
@@ -9,11 +9,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "gflow_actor.h"
+#include "gfn_actor.h"
 #include "gflownet.h"
 #include "gfn_ckpt.h"
 #include "gfn_traj.h"
-#include "hub_gflow.h"
+#include "hub_gfn.h"
 #include "rng.h"
 #include "scorers.h"
 #include "testutil.h"
@@ -144,17 +144,17 @@ static void test_faults(void) {
     // The hub's view: kind and payload.
     hub_config_t hc = hub_defaults();
     hc.kind = KIND_GFLOW;
-    hc.gflow_ndim = 2;
-    hc.gflow_height = 4;
+    hc.gfn_ndim = 2;
+    hc.gfn_height = 4;
     Rlx__Trajectory t = RLX__TRAJECTORY__INIT;
-    TU_CHECK(hub_gflow_check(&hc, &t) != NULL, "a trajectory without payload accepted");
+    TU_CHECK(hub_gfn_check(&hc, &t) != NULL, "a trajectory without payload accepted");
     t.kind_case = RLX__TRAJECTORY__KIND_GFLOW;
     t.gflow = &ok;
-    TU_CHECK(hub_gflow_check(&hc, &t) == NULL, "hub refused a valid trajectory");
+    TU_CHECK(hub_gfn_check(&hc, &t) == NULL, "hub refused a valid trajectory");
     Rlx__ScoreItem it;
     float *payload = NULL;
     uint32_t shape[2];
-    TU_CHECK(hub_gflow_item(&hc, &t, "hypergrid", &it, &payload, shape) == 0, "score item");
+    TU_CHECK(hub_gfn_item(&hc, &t, "hypergrid", &it, &payload, shape) == 0, "score item");
     float want[8] = {0, 1, 0, 0, 0, 1, 0, 0}; // x = (1, 1), one-hot rows of 4
     TU_CHECK(it.n_payload == 8 && it.n_payload_shape == 2 && shape[0] == 2 && shape[1] == 4 &&
                  !memcmp(payload, want, sizeof want) &&
@@ -193,13 +193,13 @@ static void test_actor_blob(void) {
     ckpt_t *ck = blob ? ckpt_parse(blob, len, err, sizeof err) : NULL;
     TU_CHECK(ck != NULL, "parse: %s", err);
     gfn_policy_t *q = NULL;
-    TU_CHECK(ck && gflow_actor_install(&q, ck, err, sizeof err) == 0, "install: %s", err);
+    TU_CHECK(ck && gfn_actor_install(&q, ck, err, sizeof err) == 0, "install: %s", err);
     if (q) {
         TU_CHECK(q->net->ps.n == p->net->ps.n &&
                      !memcmp(q->net->ps.w, p->net->ps.w, p->net->ps.n * sizeof(float)) &&
                      q->logz.w[0] == 1.25f,
                  "installed weights differ");
-        TU_CHECK(gflow_actor_install(&q, ck, err, sizeof err) == 0, "reinstall: %s", err);
+        TU_CHECK(gfn_actor_install(&q, ck, err, sizeof err) == 0, "reinstall: %s", err);
     }
     gfn_grid_t g2 = gfn_grid(2, 5);
     gfn_policy_t *other = gfn_policy_new(&g2, &pc, 8, 1);
@@ -208,40 +208,37 @@ static void test_actor_blob(void) {
 
     hub_config_t hc = hub_defaults();
     hc.kind = KIND_GFLOW;
-    hc.gflow_ndim = 3;
-    hc.gflow_height = 5;
+    hc.gfn_ndim = 3;
+    hc.gfn_height = 5;
     Rlx__Prompt pr = RLX__PROMPT__INIT, *prp = &pr;
     Rlx__WorkItem it = RLX__WORK_ITEM__INIT;
     Rlx__GflowEnv env;
     it.work_id = 9;
     it.n_prompts = 1;
     it.prompts = &prp;
-    it.samples_per_prompt = 70; // more than the actor's chunk (GFLOW_ACTOR_CHUNK, 64)
-    hub_gflow_work(&hc, &it, &env);
+    it.samples_per_prompt = 70; // more than the actor's chunk (GFN_ACTOR_CHUNK, 64)
+    hub_gfn_work(&hc, &it, &env);
     const char *why = NULL;
     int ticks = 0;
-    gflow_batch_t *gb =
-        q ? gflow_actor_sample(q, &it, 4, 100, 7, 5, count_tick, &ticks, &why) : NULL;
+    gfn_sampled_t *gb = q ? gfn_actor_sample(q, &it, 4, 100, 7, 5, count_tick, &ticks, &why) : NULL;
     TU_CHECK(gb != NULL, "actor refused the item: %s", why ? why : "?");
     int chunks = q ? (70 + q->max_traj - 1) / q->max_traj : 0;
     TU_CHECK(!gb || (chunks == 2 && ticks == 2),
              "%d keep-alive ticks for 70 trajectories in chunks of %d", ticks, q ? q->max_traj : 0);
     if (gb) {
-        const Rlx__TrajectoryBatch *tb = gflow_batch_envelope(gb)->trajectory_batch;
+        const Rlx__TrajectoryBatch *tb = gfn_sampled_envelope(gb)->trajectory_batch;
         int bad = 0;
         for (size_t i = 0; i < tb->n_trajectories; i++) {
             const Rlx__Trajectory *t = tb->trajectories[i];
-            bad += hub_gflow_check(&hc, t) != NULL || t->id->seq != 100 + i ||
-                   t->group_index != i || t->group_size != 70 || t->policy_version != 7 ||
-                   t->work_id != 9;
+            bad += hub_gfn_check(&hc, t) != NULL || t->id->seq != 100 + i || t->group_index != i ||
+                   t->group_size != 70 || t->policy_version != 7 || t->work_id != 9;
         }
         TU_CHECK(tb->n_trajectories == 70 && bad == 0, "%zu trajectories, %d bad",
                  tb->n_trajectories, bad);
-        gflow_batch_destroy(&gb);
+        gfn_sampled_destroy(&gb);
     }
     env.ndim = 2; // another environment than the policy's
-    TU_CHECK(!q || !gflow_actor_sample(q, &it, 4, 1, 7, 5, NULL, NULL, &why),
-             "sampled another grid");
+    TU_CHECK(!q || !gfn_actor_sample(q, &it, 4, 1, 7, 5, NULL, NULL, &why), "sampled another grid");
     ckpt_destroy(&ck);
     free(blob);
     gfn_policy_destroy(&q);

@@ -1426,15 +1426,15 @@ static void test_kindfaults(void) {
 typedef struct {
     double traj, l1, logz, logz_err, modes;
     int final;
-} tgfn_line_t;
+} text_gfn_line_t;
 
-static int tgfn_lines(const char *path, tgfn_line_t *out, int cap) {
+static int text_gfn_lines(const char *path, text_gfn_line_t *out, int cap) {
     int n = 0;
     char *text = tu_read_file(path, NULL);
     for (char *line = text ? strtok(text, "\n") : NULL; line; line = strtok(NULL, "\n")) {
         json_object *o = json_tokener_parse(line);
         if (!isnan(jnum(o, "l1")) && n < cap)
-            out[n++] = (tgfn_line_t){jnum(o, "trajectories"), jnum(o, "l1"), jnum(o, "logz"),
+            out[n++] = (text_gfn_line_t){jnum(o, "trajectories"), jnum(o, "l1"), jnum(o, "logz"),
                                      jnum(o, "logz_err"), jnum(o, "modes_found"),
                                      json_object_object_get_ex(o, "final", NULL)};
         json_object_put(o);
@@ -1445,7 +1445,7 @@ static int tgfn_lines(const char *path, tgfn_line_t *out, int cap) {
 
 // One learner run of the text TB task (to max_samples, resuming if asked) with 2 actors and 1
 // reward worker; returns the learner's exit status.
-static int tgfn_phase(const char *max_samples, int resume) {
+static int text_gfn_phase(const char *max_samples, int resume) {
     procs_t ps = {0};
     const char *largs[] = {"--objective", "tb", "--alphabet", "ab", "--max-new", "8",
                            "--train-prompts", tu_src_path("examples/data/seqmodes_ab8.tsv"),
@@ -1470,17 +1470,17 @@ static int tgfn_phase(const char *max_samples, int resume) {
 }
 
 static void test_textgfn(void) {
-    int st = tgfn_phase("9600", 0);
+    int st = text_gfn_phase("9600", 0);
     TU_CHECK(st == 0, "learner exited %d (log %s)", st, P("learner.log"));
-    tgfn_line_t a[256];
-    int na = tgfn_lines(P("metrics.jsonl"), a, 256);
+    text_gfn_line_t a[256];
+    int na = text_gfn_lines(P("metrics.jsonl"), a, 256);
     TU_CHECK(na >= 3 && a[0].traj == 0 && a[na - 1].final, "%d evaluation lines", na);
     if (na < 3)
         return;
-    tgfn_line_t saved = a[na - 1];
-    st = tgfn_phase("16000", 1);
+    text_gfn_line_t saved = a[na - 1];
+    st = text_gfn_phase("16000", 1);
     TU_CHECK(st == 0, "resumed learner exited %d (log %s)", st, P("learner.log"));
-    int n = tgfn_lines(P("metrics.jsonl"), a, 256);
+    int n = text_gfn_lines(P("metrics.jsonl"), a, 256);
     TU_CHECK(n > na + 2, "%d evaluation lines after the resume (%d before)", n, na);
     if (n <= na + 2)
         return;
@@ -1495,7 +1495,7 @@ static void test_textgfn(void) {
             best = a[i].l1;
             at = a[i].traj;
         }
-    tgfn_line_t last = a[n - 1];
+    text_gfn_line_t last = a[n - 1];
     printf("exact L1: %.4f at start, %.4f at %.0f (saved), best %.4f (after %.0f "
            "trajectories), %.4f at %.0f; log Z error %.4f; modes found %.0f/3\n",
            a[0].l1, saved.l1, saved.traj, best, at, last.l1, last.traj, last.logz_err,
@@ -1528,7 +1528,7 @@ static void test_textgfn(void) {
                                "--steps", "150", "--threads", "1", NULL};
         int rs = tu_wait(start_learner(r + 1, rargs, P("replay.log")), 120);
         TU_CHECK(rs == 0, "replay on %d rank(s) exited %d (log %s)", r + 1, rs, P("replay.log"));
-        int m = tgfn_lines(P(met), a, 256);
+        int m = text_gfn_lines(P(met), a, 256);
         if (m > 0 && a[m - 1].final) {
             l1[r] = a[m - 1].l1;
             lz[r] = a[m - 1].logz;

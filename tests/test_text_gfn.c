@@ -9,9 +9,9 @@
 // differences (log Z and model parameters) and split into shards; the log Z table's
 // checkpoint record; and a short on-policy TB run that drives the exact L1 down.
 //
-// Measurement mode (outside ctest): TGFN_TRAIN="alphabet,L,trajectories[,batch[,seed[,lr]]]"
-// trains once in-process on the seqmodes task of the docs (beta TGFN_BETA, default 6) and
-// prints the exact L1 curve, e.g.  TGFN_TRAIN=ab,8,32000,16 build/test_text_gfn
+// Measurement mode (outside ctest): TEXT_GFN_TRAIN="alphabet,L,trajectories[,batch[,seed[,lr]]]"
+// trains once in-process on the seqmodes task of the docs (beta TEXT_GFN_BETA, default 6) and
+// prints the exact L1 curve, e.g.  TEXT_GFN_TRAIN=ab,8,32000,16 build/test_text_gfn
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,9 +83,9 @@ static void test_task(void) {
     const char *path = write_file("task.tsv", ">\taaaa:1,bbbb:0.5\n\nxy\tabab\r\nno target\n");
     int al[8], na;
     alpha_of("ab", al, &na);
-    tgfn_task_t t;
+    text_gfn_task_t t;
     char err[256];
-    TU_CHECK(tgfn_task_load(&t, path, al, na, 4, err, sizeof err) == 0, "task: %s", err);
+    TU_CHECK(text_gfn_task_load(&t, path, al, na, 4, err, sizeof err) == 0, "task: %s", err);
     TU_CHECK(t.n_prompts == 3, "%d prompts, want 3 (the empty line skipped)", t.n_prompts);
     if (t.n_prompts == 3) {
         TU_CHECK(!strcmp(t.text[0], ">") && !strcmp(t.target[0], "aaaa:1,bbbb:0.5"), "line 1");
@@ -98,41 +98,41 @@ static void test_task(void) {
     // Numbering: index <-> tokens, first token most significant.
     int ok = 1, x[4];
     for (int64_t i = 0; i < t.n_seqs; i++) {
-        tgfn_seq_tokens(&t, i, x);
-        ok &= tgfn_seq_index(&t, x, 4) == i;
+        text_gfn_seq_tokens(&t, i, x);
+        ok &= text_gfn_seq_index(&t, x, 4) == i;
     }
-    TU_CHECK(ok, "tgfn_seq_tokens/tgfn_seq_index round trip");
-    tgfn_seq_tokens(&t, 6, x);
+    TU_CHECK(ok, "text_gfn_seq_tokens/text_gfn_seq_index round trip");
+    text_gfn_seq_tokens(&t, 6, x);
     TU_CHECK(x[0] == 'a' && x[1] == 'b' && x[2] == 'b' && x[3] == 'a', "sequence 6 is abba");
     int y[4] = {'a', 'c', 'a', 'a'};
-    TU_CHECK(tgfn_seq_index(&t, y, 4) == -1 && tgfn_seq_index(&t, x, 3) == -1,
+    TU_CHECK(text_gfn_seq_index(&t, y, 4) == -1 && text_gfn_seq_index(&t, x, 3) == -1,
              "outside the alphabet or another length: no index");
     // What the learner refuses.
     uint32_t p1[3] = {GPT_TOK_BOS, 'x', 'y'}, r[4] = {'a', 'b', 'b', 'a'};
     uint32_t rbad[4] = {'a', 'b', GPT_TOK_EOS, 'a'};
-    TU_CHECK(tgfn_check(&t, 1, p1, 3, r, 4) == NULL, "a good trajectory");
-    TU_CHECK(tgfn_check(&t, 0, p1, 3, r, 4) != NULL, "prompt of another id");
-    TU_CHECK(tgfn_check(&t, 3, p1, 3, r, 4) != NULL, "prompt id out of range");
-    TU_CHECK(tgfn_check(&t, 1, p1, 3, r, 3) != NULL, "short response");
-    TU_CHECK(tgfn_check(&t, 1, p1, 3, rbad, 4) != NULL, "token outside the alphabet");
-    tgfn_task_free(&t);
+    TU_CHECK(text_gfn_check(&t, 1, p1, 3, r, 4) == NULL, "a good trajectory");
+    TU_CHECK(text_gfn_check(&t, 0, p1, 3, r, 4) != NULL, "prompt of another id");
+    TU_CHECK(text_gfn_check(&t, 3, p1, 3, r, 4) != NULL, "prompt id out of range");
+    TU_CHECK(text_gfn_check(&t, 1, p1, 3, r, 3) != NULL, "short response");
+    TU_CHECK(text_gfn_check(&t, 1, p1, 3, rbad, 4) != NULL, "token outside the alphabet");
+    text_gfn_task_free(&t);
     // Bad alphabets and sizes.
     alpha_of("aa", al, &na);
-    TU_CHECK(tgfn_task_load(&t, path, al, na, 4, err, sizeof err) == -1, "repeated byte");
+    TU_CHECK(text_gfn_task_load(&t, path, al, na, 4, err, sizeof err) == -1, "repeated byte");
     alpha_of("a", al, &na);
-    TU_CHECK(tgfn_task_load(&t, path, al, na, 4, err, sizeof err) == -1, "one byte");
+    TU_CHECK(text_gfn_task_load(&t, path, al, na, 4, err, sizeof err) == -1, "one byte");
     alpha_of("a\xc3", al, &na);
-    TU_CHECK(tgfn_task_load(&t, path, al, na, 4, err, sizeof err) == -1, "a non-ASCII byte");
+    TU_CHECK(text_gfn_task_load(&t, path, al, na, 4, err, sizeof err) == -1, "a non-ASCII byte");
     alpha_of("ab", al, &na);
-    TU_CHECK(tgfn_task_load(&t, path, al, na, 21, err, sizeof err) == -1, "2^21 sequences");
-    TU_CHECK(tgfn_task_load(&t, "/nonexistent/x.tsv", al, na, 4, err, sizeof err) == -1,
+    TU_CHECK(text_gfn_task_load(&t, path, al, na, 21, err, sizeof err) == -1, "2^21 sequences");
+    TU_CHECK(text_gfn_task_load(&t, "/nonexistent/x.tsv", al, na, 4, err, sizeof err) == -1,
              "missing file");
 }
 
 // ---- exact evaluation ---------------------------------------------------------------------
 
 typedef struct {
-    tgfn_task_t t;
+    text_gfn_task_t t;
     gpt_t *m;
     int *tok, *tgt;
 } fixture_t;
@@ -143,7 +143,7 @@ static void fixture(fixture_t *f, const char *alphabet, int L, const char *line,
     int al[16], na;
     alpha_of(alphabet, al, &na);
     char err[256];
-    TU_CHECK(tgfn_task_load(&f->t, write_file("fx.tsv", line), al, na, L, err, sizeof err) == 0,
+    TU_CHECK(text_gfn_task_load(&f->t, write_file("fx.tsv", line), al, na, L, err, sizeof err) == 0,
              "fixture: %s", err);
     gpt_config_t cfg = {.n_layer = 2,
                         .n_embd = 16,
@@ -159,7 +159,7 @@ static void fixture(fixture_t *f, const char *alphabet, int L, const char *line,
 }
 
 static void fixture_free(fixture_t *f) {
-    tgfn_task_free(&f->t);
+    text_gfn_task_free(&f->t);
     gpt_destroy(&f->m);
     free(f->tok);
     free(f->tgt);
@@ -170,7 +170,7 @@ static void fixture_free(fixture_t *f) {
 static double logp_independent(fixture_t *f, gpt_t *plain, int64_t i) {
     int pl = f->t.n_tokens[0], L = f->t.length, T = pl + L, seq[64];
     memcpy(seq, f->t.tokens[0], (size_t)pl * sizeof(int));
-    tgfn_seq_tokens(&f->t, i, seq + pl);
+    text_gfn_seq_tokens(&f->t, i, seq + pl);
     gpt_forward(plain, seq, NULL, 1, T - 1);
     double s = 0;
     for (int j = 0; j < L; j++) {
@@ -192,7 +192,8 @@ static void test_uniform(void) {
     memset(f.m->w.wte, 0, (size_t)GPT_VOCAB * f.m->cfg.n_embd * sizeof(float));
     char err[256];
     const float beta = 5.0f;
-    tgfn_eval_t *e = tgfn_eval_from_scorer(&f.t, scorer_find("seqmodes"), beta, err, sizeof err);
+    text_gfn_eval_t *e =
+        text_gfn_eval_from_scorer(&f.t, scorer_find("seqmodes"), beta, err, sizeof err);
     TU_CHECK(e != NULL, "evaluator: %s", err);
     if (!e) {
         fixture_free(&f);
@@ -200,13 +201,13 @@ static void test_uniform(void) {
     }
     int64_t N = f.t.n_seqs; // 81
     double *lp = malloc((size_t)N * sizeof(double)), *r = malloc((size_t)N * sizeof(double));
-    tgfn_seq_logp(e, f.m, 0, f.tok, f.tgt, lp);
+    text_gfn_seq_logp(e, f.m, 0, f.tok, f.tgt, lp);
     double worst = 0, z = 0;
     char text[8];
     int x[4], sid = scorer_find("seqmodes");
     for (int64_t i = 0; i < N; i++) {
         worst = fmax(worst, fabs(lp[i] + 4 * log(3.0)));
-        tgfn_seq_tokens(&f.t, i, x);
+        text_gfn_seq_tokens(&f.t, i, x);
         bytetok_decode_response(x, 4, GPT_VOCAB, text, sizeof text);
         r[i] = exp(beta * scorer_score(sid, "q", text, "abca:1,cccc:0.6"));
         z += r[i];
@@ -216,8 +217,8 @@ static void test_uniform(void) {
     for (int64_t i = 0; i < N; i++)
         l1 += fabs(1.0 / N - r[i] / z);
     float lz = 1.5f;
-    tgfn_result_t res;
-    tgfn_evaluate(e, f.m, &lz, f.tok, f.tgt, &res);
+    text_gfn_result_t res;
+    text_gfn_evaluate(e, f.m, &lz, f.tok, f.tgt, &res);
     printf("uniform over 3^4: L1 %.6f (closed form %.6f), log Z %.5f (closed form %.5f)\n", res.l1,
            l1, res.logz_true, log(z));
     TU_CHECK(fabs(res.l1 - l1) < 1e-5, "uniform: L1 %.7f, closed form %.7f", res.l1, l1);
@@ -228,21 +229,21 @@ static void test_uniform(void) {
     // Modes: abca (score 1) and cccc (0.6; its neighbours 0.45 or 0.5 from abca) beat all
     // their neighbours; nothing else does.
     int64_t modes[4];
-    int nm = tgfn_eval_modes(e, 0, modes, 4);
+    int nm = text_gfn_eval_modes(e, 0, modes, 4);
     int ia[4] = {'a', 'b', 'c', 'a'}, ic[4] = {'c', 'c', 'c', 'c'};
-    TU_CHECK(nm == 2 && modes[0] == tgfn_seq_index(&f.t, ia, 4) &&
-                 modes[1] == tgfn_seq_index(&f.t, ic, 4),
+    TU_CHECK(nm == 2 && modes[0] == text_gfn_seq_index(&f.t, ia, 4) &&
+                 modes[1] == text_gfn_seq_index(&f.t, ic, 4),
              "modes: %d (want abca, cccc)", nm);
     TU_CHECK(fabs(res.mode_mass - 2.0 / N) < 1e-6 && res.n_modes == 2 && res.modes_found == 0,
              "mode mass %.6f, modes %d found %d", res.mode_mass, res.n_modes, res.modes_found);
     int other[4] = {'b', 'b', 'b', 'b'};
-    tgfn_eval_observe(e, 0, ic, 4);
-    tgfn_eval_observe(e, 0, ic, 4);
-    tgfn_eval_observe(e, 0, other, 4);
-    tgfn_eval_observe(e, 0, other, 3); // not an object: ignored
-    TU_CHECK(tgfn_eval_modes_found(e) == 1, "modes found %d after seeing cccc twice",
-             tgfn_eval_modes_found(e));
-    tgfn_eval_destroy(&e);
+    text_gfn_eval_observe(e, 0, ic, 4);
+    text_gfn_eval_observe(e, 0, ic, 4);
+    text_gfn_eval_observe(e, 0, other, 4);
+    text_gfn_eval_observe(e, 0, other, 3); // not an object: ignored
+    TU_CHECK(text_gfn_eval_modes_found(e) == 1, "modes found %d after seeing cccc twice",
+             text_gfn_eval_modes_found(e));
+    text_gfn_eval_destroy(&e);
     TU_CHECK(e == NULL, "destroy nulls");
     free(lp);
     free(r);
@@ -258,9 +259,9 @@ static void test_exact_vs_independent(void) {
     int64_t N = f.t.n_seqs;
     double *logr = calloc((size_t)N, sizeof(double)), *lp = malloc((size_t)N * sizeof(double));
     char err[256];
-    tgfn_eval_t *e = tgfn_eval_new(&f.t, logr, err, sizeof err); // flat reward
-    TU_CHECK(e && tgfn_eval_modes(e, 0, NULL, 0) == 0, "a flat reward has no modes");
-    tgfn_seq_logp(e, f.m, 0, f.tok, f.tgt, lp);
+    text_gfn_eval_t *e = text_gfn_eval_new(&f.t, logr, err, sizeof err); // flat reward
+    TU_CHECK(e && text_gfn_eval_modes(e, 0, NULL, 0) == 0, "a flat reward has no modes");
+    text_gfn_seq_logp(e, f.m, 0, f.tok, f.tgt, lp);
     double worst = 0, mass = 0, spread = 0;
     for (int64_t i = 0; i < N; i++) {
         worst = fmax(worst, fabs(lp[i] - logp_independent(&f, plain, i)));
@@ -273,22 +274,22 @@ static void test_exact_vs_independent(void) {
     TU_CHECK(worst < 2e-5, "log p differs from the independent computation by %.3g", worst);
     TU_CHECK(fabs(mass - 1) < 2e-5, "sum of p = %.7f", mass);
     TU_CHECK(spread > 1.0, "the model is not far from uniform (%.3f): a weak check", spread);
-    tgfn_eval_destroy(&e);
+    text_gfn_eval_destroy(&e);
 
     // Reward = the model's own distribution times e^3.7: L1 = 0, true log Z = 3.7.
     for (int64_t i = 0; i < N; i++)
         logr[i] = logp_independent(&f, plain, i) + 3.7;
-    e = tgfn_eval_new(&f.t, logr, err, sizeof err);
+    e = text_gfn_eval_new(&f.t, logr, err, sizeof err);
     float lz = 3.7f;
-    tgfn_result_t res;
-    tgfn_evaluate(e, f.m, &lz, f.tok, f.tgt, &res);
+    text_gfn_result_t res;
+    text_gfn_evaluate(e, f.m, &lz, f.tok, f.tgt, &res);
     printf("reward = the model's distribution: L1 %.2g, true log Z %.6f\n", res.l1, res.logz_true);
     TU_CHECK(res.l1 < 1e-4, "L1 %.3g, want 0", res.l1);
     TU_CHECK(fabs(res.logz_true - 3.7) < 1e-5 && res.logz_err < 1e-5, "log Z %.6f err %.3g",
              res.logz_true, res.logz_err);
-    tgfn_eval_destroy(&e);
+    text_gfn_eval_destroy(&e);
     logr[5] = NAN;
-    TU_CHECK(tgfn_eval_new(&f.t, logr, err, sizeof err) == NULL, "a NaN log-reward is refused");
+    TU_CHECK(text_gfn_eval_new(&f.t, logr, err, sizeof err) == NULL, "a NaN log-reward is refused");
 
     // The sampler with the alphabet draws from exactly this distribution: its log-probs are
     // log p of each token, and 40k samples give a small empirical L1.
@@ -315,7 +316,7 @@ static void test_exact_vs_independent(void) {
         TU_CHECK(sampler_generate(s, prompt, off, SB, &sc, (uint64_t)k * SB, out, olp, len) == 0,
                  "sampling failed");
         for (int i = 0; i < SB; i++) {
-            int64_t idx = len[i] == 4 ? tgfn_seq_index(&f.t, out + 4 * i, 4) : -1;
+            int64_t idx = len[i] == 4 ? text_gfn_seq_index(&f.t, out + 4 * i, 4) : -1;
             if (idx < 0) {
                 bad++;
                 continue;
@@ -347,12 +348,12 @@ static void test_exact_vs_independent(void) {
 // ---- the loss -----------------------------------------------------------------------------
 
 // The TB loss of samples under m (a fresh forward), in double.
-static double tb_loss_value(fixture_t *f, const tgfn_sample_t *s, int n, const float *logz,
+static double tb_loss_value(fixture_t *f, const text_gfn_sample_t *s, int n, const float *logz,
                             int np) {
     float dz[4] = {0};
-    tgfn_stats_t st;
+    text_gfn_stats_t st;
     (void)np;
-    tgfn_loss(f->m, s, n, logz, dz, n, f->tok, f->tgt, &st);
+    text_gfn_loss(f->m, s, n, logz, dz, n, f->tok, f->tgt, &st);
     return st.loss;
 }
 
@@ -361,24 +362,24 @@ static void test_loss_gradient(void) {
     fixture_t f;
     fixture(&f, "ab", 5, "p0\taaaaa\nprompt-1\tbbbbb\n", N, 3.0f, 21);
     int seqs[N][16];
-    tgfn_sample_t s[N];
+    text_gfn_sample_t s[N];
     float blogp[N][5];
     for (int i = 0; i < N; i++) {
         int p = i % NP, pl = f.t.n_tokens[p];
         memcpy(seqs[i], f.t.tokens[p], pl * sizeof(int));
-        tgfn_seq_tokens(&f.t, (i * 11 + 3) % f.t.n_seqs, seqs[i] + pl);
+        text_gfn_seq_tokens(&f.t, (i * 11 + 3) % f.t.n_seqs, seqs[i] + pl);
         for (int j = 0; j < 5; j++)
             blogp[i][j] = -0.7f;
-        s[i] = (tgfn_sample_t){.prompt_len = pl,
-                               .resp_len = 5,
-                               .tokens = seqs[i],
-                               .blogp = blogp[i],
-                               .logr = 2.0f * (float)(i % 3),
-                               .prompt = p};
+        s[i] = (text_gfn_sample_t){.prompt_len = pl,
+                                   .resp_len = 5,
+                                   .tokens = seqs[i],
+                                   .blogp = blogp[i],
+                                   .logr = 2.0f * (float)(i % 3),
+                                   .prompt = p};
     }
     float logz[NP] = {0.4f, -1.1f}, dz[NP] = {0, 0};
-    tgfn_stats_t st;
-    tgfn_loss(f.m, s, N, logz, dz, N, f.tok, f.tgt, &st);
+    text_gfn_stats_t st;
+    text_gfn_loss(f.m, s, N, logz, dz, N, f.tok, f.tgt, &st);
     // The loss from its definition, and dlogp = 2 r_i / N on each response position.
     int T = f.m->T;
     double want = 0, dlogp_err = 0;
@@ -408,7 +409,7 @@ static void test_loss_gradient(void) {
                  fd);
     }
     // Parameters: TB loss -> dlogp -> gpt_backward against central differences.
-    tgfn_loss(f.m, s, N, logz, dz, N, f.tok, f.tgt, &st);
+    text_gfn_loss(f.m, s, N, logz, dz, N, f.tok, f.tgt, &st);
     paramset_zero_grad(&f.m->ps);
     gpt_backward(f.m);
     float *g = malloc(f.m->ps.n * sizeof(float)), *pick = malloc(f.m->ps.n * sizeof(float));
@@ -442,16 +443,16 @@ static void test_loss_gradient(void) {
     tu_close("TB gradient vs finite differences", got, fd, NCHK, (float)(1e-3 * gmax), 1e-2f);
 
     // Shards: two halves with the global denominator add up to the whole batch's gradient.
-    tgfn_loss(f.m, s, N, logz, dz, N, f.tok, f.tgt, &st);
+    text_gfn_loss(f.m, s, N, logz, dz, N, f.tok, f.tgt, &st);
     paramset_zero_grad(&f.m->ps);
     gpt_backward(f.m);
     memcpy(g, f.m->ps.g, f.m->ps.n * sizeof(float));
     float dz_all[NP] = {0}, dz_parts[NP] = {0};
-    tgfn_loss(f.m, s, N, logz, dz_all, N, f.tok, f.tgt, &st);
+    text_gfn_loss(f.m, s, N, logz, dz_all, N, f.tok, f.tgt, &st);
     double whole = st.loss, parts = 0;
     paramset_zero_grad(&f.m->ps);
     for (int h = 0; h < 2; h++) {
-        tgfn_loss(f.m, s + h * (N / 2), N / 2, logz, dz_parts, N, f.tok, f.tgt, &st);
+        text_gfn_loss(f.m, s + h * (N / 2), N / 2, logz, dz_parts, N, f.tok, f.tgt, &st);
         gpt_backward(f.m);
         parts += st.loss;
     }
@@ -467,33 +468,33 @@ static void test_loss_gradient(void) {
 }
 
 static void test_logz_record(void) {
-    tgfn_logz_t a, b, c;
-    tgfn_logz_init(&a, 3, 0.5f);
+    text_gfn_logz_t a, b, c;
+    text_gfn_logz_init(&a, 3, 0.5f);
     for (int i = 0; i < 3; i++) {
         a.ps.w[i] = 1.0f + i;
         a.ps.m[i] = 0.1f * i;
         a.ps.v[i] = 0.01f * i;
     }
     a.ps.step = 17;
-    size_t n = tgfn_logz_bytes(&a);
+    size_t n = text_gfn_logz_bytes(&a);
     char *buf = malloc(n);
-    tgfn_logz_pack(&a, buf);
-    tgfn_logz_init(&b, 3, 0.0f);
+    text_gfn_logz_pack(&a, buf);
+    text_gfn_logz_init(&b, 3, 0.0f);
     char err[256];
-    TU_CHECK(tgfn_logz_unpack(&b, buf, n, err, sizeof err) == 0, "unpack: %s", err);
+    TU_CHECK(text_gfn_logz_unpack(&b, buf, n, err, sizeof err) == 0, "unpack: %s", err);
     TU_CHECK(b.ps.step == 17 && b.ps.w[2] == 3.0f && b.ps.m[1] == a.ps.m[1] &&
                  b.ps.v[2] == a.ps.v[2],
              "the table comes back");
-    tgfn_logz_init(&c, 2, 0.25f);
-    TU_CHECK(tgfn_logz_unpack(&c, buf, n, err, sizeof err) == -1 && c.ps.w[0] == 0.25f,
+    text_gfn_logz_init(&c, 2, 0.25f);
+    TU_CHECK(text_gfn_logz_unpack(&c, buf, n, err, sizeof err) == -1 && c.ps.w[0] == 0.25f,
              "another table size is refused, nothing changed");
     buf[0] = 'X';
-    TU_CHECK(tgfn_logz_unpack(&b, buf, n, err, sizeof err) == -1, "bad magic refused");
-    TU_CHECK(tgfn_logz_unpack(&b, buf, 4, err, sizeof err) == -1, "short record refused");
+    TU_CHECK(text_gfn_logz_unpack(&b, buf, n, err, sizeof err) == -1, "bad magic refused");
+    TU_CHECK(text_gfn_logz_unpack(&b, buf, 4, err, sizeof err) == -1, "short record refused");
     free(buf);
-    tgfn_logz_free(&a);
-    tgfn_logz_free(&b);
-    tgfn_logz_free(&c);
+    text_gfn_logz_free(&a);
+    text_gfn_logz_free(&b);
+    text_gfn_logz_free(&c);
 }
 
 // ---- training in-process ------------------------------------------------------------------
@@ -524,9 +525,9 @@ static train_result_t train(const char *alphabet, int L, const char *line, float
     f.tgt = calloc((size_t)batch * cfg.ctx_len, sizeof(int));
     int sid = scorer_find("seqmodes");
     char err[256];
-    tgfn_eval_t *e = tgfn_eval_from_scorer(&f.t, sid, beta, err, sizeof err);
-    tgfn_logz_t z;
-    tgfn_logz_init(&z, 1, 0.0f);
+    text_gfn_eval_t *e = text_gfn_eval_from_scorer(&f.t, sid, beta, err, sizeof err);
+    text_gfn_logz_t z;
+    text_gfn_logz_init(&z, 1, 0.0f);
     adamw_config_t on = adamw_defaults(), oz = adamw_defaults();
     on.lr = lr;
     on.grad_clip = 1.0f;
@@ -538,7 +539,7 @@ static train_result_t train(const char *alphabet, int L, const char *line, float
     int *out = malloc((size_t)batch * L * sizeof(int)), *len = malloc(batch * sizeof(int));
     int *seqs = malloc((size_t)batch * (pl + L) * sizeof(int));
     float *olp = malloc((size_t)batch * L * sizeof(float));
-    tgfn_sample_t *smp = malloc(batch * sizeof *smp);
+    text_gfn_sample_t *smp = malloc(batch * sizeof *smp);
     for (int i = 0; i <= batch; i++)
         off[i] = i * pl;
     for (int i = 0; i < batch; i++)
@@ -549,8 +550,8 @@ static train_result_t train(const char *alphabet, int L, const char *line, float
                           .allowed = f.t.alphabet,
                           .n_allowed = f.t.n_alpha};
     double t0 = rlx_now();
-    tgfn_result_t r;
-    tgfn_evaluate(e, f.m, z.ps.w, f.tok, f.tgt, &r);
+    text_gfn_result_t r;
+    text_gfn_evaluate(e, f.m, z.ps.w, f.tok, f.tgt, &r);
     res.first_l1 = res.best_l1 = r.l1;
     char text[512];
     long done = 0;
@@ -561,26 +562,26 @@ static train_result_t train(const char *alphabet, int L, const char *line, float
             memcpy(q, f.t.tokens[0], pl * sizeof(int));
             memcpy(q + pl, out + i * L, L * sizeof(int));
             bytetok_decode_response(out + i * L, L, GPT_VOCAB, text, sizeof text);
-            smp[i] =
-                (tgfn_sample_t){.prompt_len = pl,
-                                .resp_len = L,
-                                .tokens = q,
-                                .blogp = olp + i * L,
-                                .logr = beta * scorer_score(sid, f.t.text[0], text, f.t.target[0]),
-                                .prompt = 0};
-            tgfn_eval_observe(e, 0, out + i * L, L);
+            smp[i] = (text_gfn_sample_t){
+                .prompt_len = pl,
+                .resp_len = L,
+                .tokens = q,
+                .blogp = olp + i * L,
+                .logr = beta * scorer_score(sid, f.t.text[0], text, f.t.target[0]),
+                .prompt = 0};
+            text_gfn_eval_observe(e, 0, out + i * L, L);
         }
-        tgfn_stats_t st;
+        text_gfn_stats_t st;
         paramset_zero_grad(&f.m->ps);
         paramset_zero_grad(&z.ps);
-        tgfn_loss(f.m, smp, batch, z.ps.w, z.ps.g, batch, f.tok, f.tgt, &st);
+        text_gfn_loss(f.m, smp, batch, z.ps.w, z.ps.g, batch, f.tok, f.tgt, &st);
         gpt_backward(f.m);
         adamw_step(&f.m->ps, &on);
         adamw_step(&z.ps, &oz);
         long before = done;
         done += batch;
         if (done / eval_every != before / eval_every || done >= trajectories) {
-            tgfn_evaluate(e, f.m, z.ps.w, f.tok, f.tgt, &r);
+            text_gfn_evaluate(e, f.m, z.ps.w, f.tok, f.tgt, &r);
             res.best_l1 = fmin(res.best_l1, r.l1);
             if (verbose)
                 printf("trajectories %6ld  L1 %.4f  log Z %.3f (true %.3f)  modes %d/%d  loss "
@@ -602,8 +603,8 @@ static train_result_t train(const char *alphabet, int L, const char *line, float
     free(olp);
     free(smp);
     sampler_destroy(&s);
-    tgfn_logz_free(&z);
-    tgfn_eval_destroy(&e);
+    text_gfn_logz_free(&z);
+    text_gfn_eval_destroy(&e);
     fixture_free(&f);
     return res;
 }
@@ -644,10 +645,10 @@ static int measure(const char *spec) {
     unsigned long long seed = 1;
     float lr = 1e-3f;
     if (sscanf(spec, "%63[^,],%d,%ld,%d,%llu,%f", alphabet, &L, &n, &batch, &seed, &lr) < 3) {
-        fprintf(stderr, "TGFN_TRAIN=alphabet,L,trajectories[,batch[,seed[,lr]]]\n");
+        fprintf(stderr, "TEXT_GFN_TRAIN=alphabet,L,trajectories[,batch[,seed[,lr]]]\n");
         return 2;
     }
-    const char *b = getenv("TGFN_BETA"), *ev = getenv("TGFN_EVAL_EVERY");
+    const char *b = getenv("TEXT_GFN_BETA"), *ev = getenv("TEXT_GFN_EVAL_EVERY");
     char line[512];
     task_line(alphabet, L, line, sizeof line);
     printf("task: %s", line);
@@ -668,7 +669,7 @@ int main(void) {
         perror("mkdtemp");
         return 1;
     }
-    const char *spec = getenv("TGFN_TRAIN");
+    const char *spec = getenv("TEXT_GFN_TRAIN");
     int rc = 0;
     if (spec && *spec) {
         rc = measure(spec);

@@ -1,5 +1,5 @@
-// gflow_actor.c: see gflow_actor.h; also the GFlowNet kind's ops table (actor_kind.h).
-#include "gflow_actor.h"
+// gfn_actor.c: see gfn_actor.h; also the GFlowNet kind's ops table (actor_kind.h).
+#include "gfn_actor.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +10,7 @@
 #include "item_batch.h"
 #include "rng.h"
 
-struct gflow_batch {
+struct gfn_sampled {
     uint64_t transitions;     // transitions over all of them
     gfn_batch_t *b;           // (n) the sampled trajectories (logpf/logpb point here)
     float *states;            // (n, max_len + 1, D) wire states
@@ -19,10 +19,10 @@ struct gflow_batch {
     item_batch_t ib;          // headers, batch and envelope
 };
 
-int gflow_actor_install(gfn_policy_t **policy, const ckpt_t *ck, char *err, size_t errlen) {
+int gfn_actor_install(gfn_policy_t **policy, const ckpt_t *ck, char *err, size_t errlen) {
     if (*policy && gfn_ckpt_load(*policy, ck, err, errlen) == 0)
         return 0;
-    gfn_policy_t *p = gfn_ckpt_policy(ck, GFLOW_ACTOR_CHUNK, err, errlen);
+    gfn_policy_t *p = gfn_ckpt_policy(ck, GFN_ACTOR_CHUNK, err, errlen);
     if (!p)
         return -1;
     gfn_policy_destroy(policy);
@@ -30,9 +30,9 @@ int gflow_actor_install(gfn_policy_t **policy, const ckpt_t *ck, char *err, size
     return 0;
 }
 
-gflow_batch_t *gflow_actor_sample(gfn_policy_t *p, const Rlx__WorkItem *it, uint32_t actor_id,
-                                  uint64_t first_seq, uint64_t version, uint64_t seed,
-                                  void (*tick)(void *), void *tick_arg, const char **why) {
+gfn_sampled_t *gfn_actor_sample(gfn_policy_t *p, const Rlx__WorkItem *it, uint32_t actor_id,
+                                uint64_t first_seq, uint64_t version, uint64_t seed,
+                                void (*tick)(void *), void *tick_arg, const char **why) {
     const Rlx__GflowEnv *e = it->gflow;
     int P = (int)it->n_prompts, k = it->samples_per_prompt ? (int)it->samples_per_prompt : 1;
     if (!e || !e->env || strcmp(e->env, "hypergrid") != 0) {
@@ -52,7 +52,7 @@ gflow_batch_t *gflow_actor_sample(gfn_policy_t *p, const Rlx__WorkItem *it, uint
         return NULL;
     }
     int n = P * k, D = p->env.ndim, L = p->max_len;
-    gflow_batch_t *g = calloc(1, sizeof *g);
+    gfn_sampled_t *g = calloc(1, sizeof *g);
     if (!g) {
         *why = "out of memory";
         return NULL;
@@ -63,7 +63,7 @@ gflow_batch_t *gflow_actor_sample(gfn_policy_t *p, const Rlx__WorkItem *it, uint
     g->gx = calloc((size_t)n, sizeof *g->gx);
     int hdr = item_batch_init(&g->ib, it, k, actor_id, first_seq, version);
     if (!g->states || !g->actions || !g->gx || hdr != 0) {
-        gflow_batch_destroy(&g);
+        gfn_sampled_destroy(&g);
         *why = "out of memory";
         return NULL;
     }
@@ -96,20 +96,20 @@ gflow_batch_t *gflow_actor_sample(gfn_policy_t *p, const Rlx__WorkItem *it, uint
     return g;
 }
 
-Rlx__Envelope *gflow_batch_envelope(gflow_batch_t *b) {
+Rlx__Envelope *gfn_sampled_envelope(gfn_sampled_t *b) {
     return &b->ib.env;
 }
-int gflow_batch_count(const gflow_batch_t *b) {
+int gfn_sampled_count(const gfn_sampled_t *b) {
     return b->ib.n;
 }
-uint64_t gflow_batch_transitions(const gflow_batch_t *b) {
+uint64_t gfn_sampled_transitions(const gfn_sampled_t *b) {
     return b->transitions;
 }
 
-void gflow_batch_destroy(gflow_batch_t **self_p) {
+void gfn_sampled_destroy(gfn_sampled_t **self_p) {
     if (!self_p || !*self_p)
         return;
-    gflow_batch_t *g = *self_p;
+    gfn_sampled_t *g = *self_p;
     gfn_batch_destroy(&g->b);
     free(g->states);
     free(g->actions);
@@ -122,37 +122,37 @@ void gflow_batch_destroy(gflow_batch_t **self_p) {
 // ---- the GFlowNet kind's ops (actor_kind.h) ------------------------------------------------
 
 static int kind_install(void **model_p, const ckpt_t *ck, int batch, char *err, size_t errlen) {
-    (void)batch; // the policy samples GFLOW_ACTOR_CHUNK trajectories per call
+    (void)batch; // the policy samples GFN_ACTOR_CHUNK trajectories per call
     gfn_policy_t *p = *model_p;
-    int rc = gflow_actor_install(&p, ck, err, errlen);
+    int rc = gfn_actor_install(&p, ck, err, errlen);
     *model_p = p;
     return rc;
 }
 
 static int kind_step(void *model, void *job, uint64_t version, uint64_t *units, const char **why) {
     actor_whole_job_t *j = job;
-    gflow_batch_t *b = gflow_actor_sample(model, j->item, j->ctx.actor_id, j->ctx.first_seq,
-                                          version, j->ctx.seed, j->ctx.tick, j->ctx.tick_arg, why);
+    gfn_sampled_t *b = gfn_actor_sample(model, j->item, j->ctx.actor_id, j->ctx.first_seq, version,
+                                        j->ctx.seed, j->ctx.tick, j->ctx.tick_arg, why);
     if (!b)
         return ACTOR_STEP_REFUSED;
     j->batch = b;
-    *units = gflow_batch_transitions(b);
+    *units = gfn_sampled_transitions(b);
     return 1;
 }
 
 static Rlx__Envelope *kind_batch(void *job, int *count, const char **why) {
     (void)why;
-    gflow_batch_t *b = ((actor_whole_job_t *)job)->batch;
-    *count = gflow_batch_count(b);
-    return gflow_batch_envelope(b);
+    gfn_sampled_t *b = ((actor_whole_job_t *)job)->batch;
+    *count = gfn_sampled_count(b);
+    return gfn_sampled_envelope(b);
 }
 
 static void kind_job_destroy(void **job_p) {
     actor_whole_job_t *j = *job_p;
     if (!j)
         return;
-    gflow_batch_t *b = j->batch;
-    gflow_batch_destroy(&b);
+    gfn_sampled_t *b = j->batch;
+    gfn_sampled_destroy(&b);
     free(j);
     *job_p = NULL;
 }
@@ -163,7 +163,7 @@ static void kind_destroy(void **model_p) {
     *model_p = NULL;
 }
 
-const actor_kind_t gflow_actor_kind = {
+const actor_kind_t gfn_actor_kind = {
     .kind = KIND_GFLOW,
     .name = "gflow",
     .holds = actor_holds_model,

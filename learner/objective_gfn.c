@@ -1,4 +1,4 @@
-// objective_gflow.c: the HyperGrid GFlowNet behind objective.h (--env hypergrid; gflownet.h:
+// objective_gfn.c: the HyperGrid GFlowNet behind objective.h (--env hypergrid; gflownet.h:
 // an mlp policy and log Z on every rank). Rank 0's hub runs in GFlowNet mode (actors sample
 // trajectories with the published policy, reward workers score the terminal states with
 // "hypergrid"); each rank computes the TB / DB / SubTB loss of its shard, weighted by its share
@@ -20,7 +20,7 @@
 #include "util.h"
 
 // The learner's grid: the evaluator holds H^D states (several arrays of them).
-#define GFLOW_MAX_STATES (1 << 24)
+#define GFN_MAX_STATES (1 << 24)
 
 typedef struct {
     const learner_config_t *c; // the run's config
@@ -33,11 +33,11 @@ typedef struct {
     adamw_config_t on, oz;     // the net's and log Z's optimizers
     gfn_loss_config_t lc;      // TB / DB / SubTB
     learner_admit_t *adm;      // rank 0's admission of the current batch (batch_begin)
-    double glob[2];        // the step's global loss and max staleness
-    char path[4096];       // OUT/learner.ckpt
-} gflow_obj_t;
+    double glob[2];            // the step's global loss and max staleness
+    char path[4096];           // OUT/learner.ckpt
+} gfn_obj_t;
 
-static void gflow_defaults(learner_config_t *c, const unsigned char *given) {
+static void gfn_obj_defaults(learner_config_t *c, const unsigned char *given) {
     learner_gflownet_defaults(c, given, "hypergrid");
     c->hub.prompts_per_item = 1;
     if (!given['C'])
@@ -48,8 +48,8 @@ static const char *objective_name(int k) {
     return k == GFN_LOSS_DB ? "db" : k == GFN_LOSS_SUBTB ? "subtb" : "tb";
 }
 
-static void gflow_destroy(void **self_p) {
-    gflow_obj_t *o = *self_p;
+static void gfn_obj_destroy(void **self_p) {
+    gfn_obj_t *o = *self_p;
     if (!o)
         return;
     gfn_evaluator_destroy(&o->ev);
@@ -73,31 +73,31 @@ static void bcast_policy(gfn_policy_t *p) {
     p->logz.step = steps[1];
 }
 
-static void *gflow_create(learner_config_t *c, learner_counts_t *cnt, int *rc) {
+static void *gfn_obj_create(learner_config_t *c, learner_counts_t *cnt, int *rc) {
     int rank = 0, nranks = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &nranks);
-    int D = c->hub.gflow_ndim, H = c->hub.gflow_height;
+    int D = c->hub.gfn_ndim, H = c->hub.gfn_height;
     double n_states = pow((double)H, (double)D);
     *rc = 2;
-    if (D < 1 || D > 64 || H < 2 || n_states > GFLOW_MAX_STATES) {
+    if (D < 1 || D > 64 || H < 2 || n_states > GFN_MAX_STATES) {
         if (rank == 0)
             fprintf(stderr,
                     "rlx-learner: --env hypergrid with --ndim D >= 1 and --height H >= 2 "
                     "and H^D <= %d (got D %d H %d)\n",
-                    GFLOW_MAX_STATES, D, H);
+                    GFN_MAX_STATES, D, H);
         return NULL;
     }
     *rc = 1;
-    gflow_obj_t *o = rlx_xcalloc(1, sizeof *o, "objective");
+    gfn_obj_t *o = rlx_xcalloc(1, sizeof *o, "objective");
     o->c = c;
     o->rank = rank;
     o->nranks = nranks;
     o->g = gfn_grid(D, H);
     gfn_policy_config_t pc = gfn_policy_defaults();
-    pc.hidden = c->gflow_hidden > 0 ? c->gflow_hidden : pc.hidden;
-    pc.n_blocks = c->gflow_blocks >= 0 ? c->gflow_blocks : pc.n_blocks;
-    pc.state_flow = c->gflow_objective != GFN_LOSS_TB;
+    pc.hidden = c->gfn_hidden > 0 ? c->gfn_hidden : pc.hidden;
+    pc.n_blocks = c->gfn_blocks >= 0 ? c->gfn_blocks : pc.n_blocks;
+    pc.state_flow = c->gfn_objective != GFN_LOSS_TB;
     int k = c->hub.samples_per_prompt > 0 ? c->hub.samples_per_prompt : 1;
     int cap_all = c->batch + k * c->hub.prompts_per_item; // rank 0 may take a group more
     int cap_rank = (cap_all + nranks - 1) / nranks + 1;
@@ -107,8 +107,7 @@ static void *gflow_create(learner_config_t *c, learner_counts_t *cnt, int *rc) {
     o->on = o->oz = c->opt;
     o->oz.lr = c->logz_lr;
     o->oz.weight_decay = 0;
-    o->lc = (gfn_loss_config_t){.kind = (gfn_loss_kind_t)c->gflow_objective,
-                                .lambda = c->gflow_lambda};
+    o->lc = (gfn_loss_config_t){.kind = (gfn_loss_kind_t)c->gfn_objective, .lambda = c->gfn_lambda};
     snprintf(o->path, sizeof o->path, "%s/learner.ckpt", c->out);
     int ok = 1;
     char err[512];
@@ -134,7 +133,7 @@ static void *gflow_create(learner_config_t *c, learner_counts_t *cnt, int *rc) {
                    "modes), %s, mlp hidden %d blocks %d (%zu parameters), batch %d, lr %g, "
                    "log Z lr %g\n",
                    nranks, D, H, (long long)o->ev->n_states, o->ev->n_modes,
-                   objective_name(c->gflow_objective), pc.hidden, pc.n_blocks, o->p->net->ps.n,
+                   objective_name(c->gfn_objective), pc.hidden, pc.n_blocks, o->p->net->ps.n,
                    c->batch, o->on.lr, o->oz.lr);
             fflush(stdout);
         }
@@ -142,7 +141,7 @@ static void *gflow_create(learner_config_t *c, learner_counts_t *cnt, int *rc) {
     MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
     if (!ok) {
         void *v = o;
-        gflow_destroy(&v);
+        gfn_obj_destroy(&v);
         return NULL;
     }
     bcast_policy(o->p);
@@ -151,16 +150,16 @@ static void *gflow_create(learner_config_t *c, learner_counts_t *cnt, int *rc) {
     return o;
 }
 
-static const int *gflow_batch_begin(void *self, learner_admit_t *adm) {
-    gflow_obj_t *o = self;
+static const int *gfn_obj_batch_begin(void *self, learner_admit_t *adm) {
+    gfn_obj_t *o = self;
     o->b->n = 0;
     o->adm = adm;
     return &o->b->n;
 }
 
 // Adds one TrajectoryBatch's trajectories to the training batch (rank 0).
-static void gflow_add(void *self, const Rlx__Envelope *env) {
-    gflow_obj_t *a = self;
+static void gfn_obj_add(void *self, const Rlx__Envelope *env) {
+    gfn_obj_t *a = self;
     const Rlx__TrajectoryBatch *tb = env->trajectory_batch;
     for (size_t i = 0; i < tb->n_trajectories; i++) {
         const Rlx__Trajectory *t = tb->trajectories[i];
@@ -180,8 +179,8 @@ static void gflow_add(void *self, const Rlx__Envelope *env) {
 }
 
 // Rank 0's batch (and the stop decision) to every rank.
-static void gflow_bcast(void *self, int *stop) {
-    gflow_obj_t *o = self;
+static void gfn_obj_bcast(void *self, int *stop) {
+    gfn_obj_t *o = self;
     gfn_batch_t *b = o->b;
     int hdr[2] = {b->n, *stop};
     MPI_Bcast(hdr, 2, MPI_INT, 0, MPI_COMM_WORLD);
@@ -200,13 +199,13 @@ static void gflow_bcast(void *self, int *stop) {
     MPI_Bcast(b->logr, b->n, MPI_FLOAT, 0, MPI_COMM_WORLD);
 }
 
-static int gflow_batch_n(void *self) {
-    return ((gflow_obj_t *)self)->b->n;
+static int gfn_obj_batch_n(void *self) {
+    return ((gfn_obj_t *)self)->b->n;
 }
 
-static int gflow_step(void *self, int64_t step, objective_step_t *out) {
+static int gfn_obj_step(void *self, int64_t step, objective_step_t *out) {
     (void)step;
-    gflow_obj_t *o = self;
+    gfn_obj_t *o = self;
     gfn_batch_t *b = o->b;
     gfn_policy_t *p = o->p;
     int nranks = o->nranks;
@@ -260,18 +259,18 @@ static int gflow_step(void *self, int64_t step, objective_step_t *out) {
     return 0;
 }
 
-static int gflow_finite(void *self) {
-    gflow_obj_t *o = self;
+static int gfn_obj_finite(void *self) {
+    gfn_obj_t *o = self;
     return learner_params_finite(&o->p->net->ps) && learner_params_finite(&o->p->logz);
 }
 
-static void *gflow_weights(void *self, size_t *len, char *err, size_t errlen) {
-    gflow_obj_t *o = self;
+static void *gfn_obj_weights(void *self, size_t *len, char *err, size_t errlen) {
+    gfn_obj_t *o = self;
     return gfn_ckpt_blob(o->p, o->c->out, len, err, errlen);
 }
 
-static int gflow_save(void *self, const learner_counts_t *cnt) {
-    gflow_obj_t *o = self;
+static int gfn_obj_save(void *self, const learner_counts_t *cnt) {
+    gfn_obj_t *o = self;
     char err[512];
     learner_state_t st = {.magic = LEARNER_STATE_MAGIC, .counts = *cnt};
     if (gfn_ckpt_save(o->p, o->path, 1, &st, sizeof st, err, sizeof err) != 0) {
@@ -281,10 +280,10 @@ static int gflow_save(void *self, const learner_counts_t *cnt) {
     return 0;
 }
 
-static void gflow_metrics(void *self, const learner_counts_t *cnt, const objective_step_t *st,
-                          json_object *line) {
+static void gfn_obj_metrics(void *self, const learner_counts_t *cnt, const objective_step_t *st,
+                            json_object *line) {
     (void)cnt;
-    gflow_obj_t *o = self;
+    gfn_obj_t *o = self;
     const gfn_batch_t *b = o->b;
     gfn_evaluator_observe(o->ev, b); // modes seen
     double rsum = 0, lsum = 0;
@@ -301,9 +300,9 @@ static void gflow_metrics(void *self, const learner_counts_t *cnt, const objecti
     learner_json_num(line, "grad_norm", st->grad_norm, "%.4f");
 }
 
-static int gflow_evaluate(void *self, const learner_counts_t *cnt, objective_eval_t phase,
-                          json_object *line) {
-    gflow_obj_t *o = self;
+static int gfn_obj_evaluate(void *self, const learner_counts_t *cnt, objective_eval_t phase,
+                            json_object *line) {
+    gfn_obj_t *o = self;
     const learner_config_t *c = o->c;
     if (phase == OBJ_EVAL_STEP && !(c->eval_every > 0 && cnt->step % c->eval_every == 0))
         return 0;
@@ -328,20 +327,20 @@ static int gflow_evaluate(void *self, const learner_counts_t *cnt, objective_eva
     return 1;
 }
 
-const objective_ops_t objective_gflow = {
-    .name = "tb", // also db, subtb (learner_config_t.gflow_objective)
+const objective_ops_t objective_gfn = {
+    .name = "tb", // also db, subtb (learner_config_t.gfn_objective)
     .kind = KIND_GFLOW,
-    .defaults = gflow_defaults,
-    .create = gflow_create,
-    .batch_begin = gflow_batch_begin,
-    .add = gflow_add,
-    .bcast = gflow_bcast,
-    .batch_n = gflow_batch_n,
-    .step = gflow_step,
-    .finite = gflow_finite,
-    .weights = gflow_weights,
-    .save = gflow_save,
-    .metrics = gflow_metrics,
-    .evaluate = gflow_evaluate,
-    .destroy = gflow_destroy,
+    .defaults = gfn_obj_defaults,
+    .create = gfn_obj_create,
+    .batch_begin = gfn_obj_batch_begin,
+    .add = gfn_obj_add,
+    .bcast = gfn_obj_bcast,
+    .batch_n = gfn_obj_batch_n,
+    .step = gfn_obj_step,
+    .finite = gfn_obj_finite,
+    .weights = gfn_obj_weights,
+    .save = gfn_obj_save,
+    .metrics = gfn_obj_metrics,
+    .evaluate = gfn_obj_evaluate,
+    .destroy = gfn_obj_destroy,
 };
